@@ -1,0 +1,135 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Settings every AgentFlow target shares: Swift 6 language mode with strict
+/// concurrency, `any` spelled out for existentials, and access levels written
+/// on every import so no dependency leaks through a public signature by accident.
+let sharedSwiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "AgentFlow",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "agentflow", targets: ["agentflow"]),
+        .library(name: "AgentFlowCore", targets: ["AgentFlowCore"]),
+        .library(name: "AgentFlowProto", targets: ["AgentFlowProto"]),
+        .library(name: "AgentFlowInMemory", targets: ["AgentFlowInMemory"]),
+        .plugin(name: "GenerateProtos", targets: ["GenerateProtos"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: System libraries (found by pkg-config; apt names given for a helpful error)
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+
+        // MARK: The wire contract (generated from Protos/, committed)
+        .target(
+            name: "AgentFlowProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The core: model, config, registries, protocols. No sockets.
+        .target(
+            name: "AgentFlowCore",
+            dependencies: [
+                "AgentFlowProto",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: Modules (each depends on the core only)
+        .target(
+            name: "AgentFlowInMemory",
+            dependencies: ["AgentFlowCore"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "AgentFlowTLS",
+            dependencies: ["AgentFlowCore", "COpenSSL"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "AgentFlowGRPC",
+            dependencies: ["AgentFlowCore", "CNGHTTP2"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "AgentFlowDiscovery",
+            dependencies: ["AgentFlowCore", "CCurl"],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The thin executable
+        .executableTarget(
+            name: "agentflow",
+            dependencies: [
+                "AgentFlowCore",
+                "AgentFlowInMemory",
+                "AgentFlowTLS",
+                "AgentFlowGRPC",
+                "AgentFlowDiscovery",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: Command plugin: regenerate the committed protobuf Swift
+        .plugin(
+            name: "GenerateProtos",
+            capability: .command(
+                intent: .custom(
+                    verb: "generate-protos",
+                    description: "Regenerate Sources/AgentFlowProto from Protos/ with protoc and protoc-gen-swift"
+                ),
+                permissions: [
+                    .writeToPackageDirectory(reason: "Writes the generated Swift into Sources/AgentFlowProto")
+                ]
+            ),
+            dependencies: [.product(name: "protoc-gen-swift", package: "swift-protobuf")]
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "AgentFlowCoreTests",
+            dependencies: ["AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "SystemLibraryTests",
+            dependencies: ["AgentFlowTLS", "AgentFlowGRPC", "AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowCLITests",
+            dependencies: ["agentflow", "AgentFlowCore"],
+            swiftSettings: sharedSwiftSettings
+        ),
+    ]
+)

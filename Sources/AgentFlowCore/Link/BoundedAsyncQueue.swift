@@ -1,0 +1,161 @@
+import Synchronization
+
+/// A bounded single-consumer queue with backpressure: `send` suspends while
+/// `capacity` elements wait, `next` suspends while none do. `finish` ends it,
+/// optionally with an error the consumer sees after draining what was queued.
+///
+/// Links use it so a slow reader slows its writers instead of growing memory.
+public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
+    private struct State {
+        var buffer: [Element] = []
+        var head = 0
+        var waitingSenders: [(id: UInt64, element: Element, continuation: CheckedContinuation<Void, any Error>)] = []
+        var waitingReceiver: CheckedContinuation<Element?, any Error>?
+        var finished = false
+        var failure: (any Error)?
+        var nextSenderID: UInt64 = 0
+
+        var count: Int { buffer.count - head }
+
+        mutating func popFirst() -> Element? {
+            guard head < buffer.count else { return nil }
+            let element = buffer[head]
+            head += 1
+            if head > 64 && head * 2 > buffer.count {
+                buffer.removeFirst(head)
+                head = 0
+            }
+            return element
+        }
+    }
+
+    public let capacity: Int
+    private let state = Mutex(State())
+
+    public init(capacity: Int) {
+        precondition(capacity > 0, "capacity must be positive")
+        self.capacity = capacity
+    }
+
+    /// Queues `element`, suspending while the queue is full. Throws
+    /// `QueueClosedError` once finished, and `CancellationError` if the
+    /// sending task is cancelled while it waits.
+    public func send(_ element: Element) async throws {
+        let step: SendStep = try state.withLock { state throws -> SendStep in
+            if state.finished { throw QueueClosedError() }
+            if let receiver = state.waitingReceiver {
+                state.waitingReceiver = nil
+                receiver.resume(returning: element)
+                return .done
+            }
+            if state.count < capacity {
+                state.buffer.append(element)
+                return .done
+            }
+            state.nextSenderID += 1
+            return .wait(state.nextSenderID)
+        }
+        guard case .wait(let id) = step else { return }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resumeNow: (any Error)? = state.withLock { state in
+                    if state.finished { return QueueClosedError() }
+                    if Task.isCancelled { return CancellationError() }
+                    if let receiver = state.waitingReceiver {
+                        state.waitingReceiver = nil
+                        receiver.resume(returning: element)
+                        continuation.resume()
+                        return nil
+                    }
+                    if state.count < capacity {
+                        state.buffer.append(element)
+                        continuation.resume()
+                        return nil
+                    }
+                    state.waitingSenders.append((id, element, continuation))
+                    return nil
+                }
+                if let resumeNow { continuation.resume(throwing: resumeNow) }
+            }
+        } onCancel: {
+            let cancelled = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waitingSenders.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waitingSenders.remove(at: index).continuation
+            }
+            cancelled?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// The next element; nil after `finish()` once drained; throws the finishing error.
+    public func next() async throws -> Element? {
+        if let element = try takeIfReady() { return element }
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Element?, any Error>) in
+            let ready: Result<Element?, any Error>? = state.withLock { state in
+                if let element = state.popFirst() {
+                    admitOneSender(&state)
+                    return .success(element)
+                }
+                if state.finished {
+                    if let failure = state.failure { return .failure(failure) }
+                    return .success(nil)
+                }
+                precondition(state.waitingReceiver == nil, "BoundedAsyncQueue supports one consumer")
+                state.waitingReceiver = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    private func takeIfReady() throws -> Element?? {
+        try state.withLock { state throws -> Element?? in
+            if let element = state.popFirst() {
+                admitOneSender(&state)
+                return .some(element)
+            }
+            if state.finished {
+                if let failure = state.failure { throw failure }
+                return .some(nil)
+            }
+            return nil
+        }
+    }
+
+    private func admitOneSender(_ state: inout State) {
+        guard !state.waitingSenders.isEmpty else { return }
+        let sender = state.waitingSenders.removeFirst()
+        state.buffer.append(sender.element)
+        sender.continuation.resume()
+    }
+
+    /// Ends the queue. Queued elements are still delivered; then the consumer
+    /// sees nil, or `error` when given. Waiting senders fail with `QueueClosedError`.
+    public func finish(throwing error: (any Error)? = nil) {
+        let (receiver, senders, deliverNil) = state.withLock { state in
+            guard !state.finished else { return (nil as CheckedContinuation<Element?, any Error>?, [CheckedContinuation<Void, any Error>](), false) }
+            state.finished = true
+            state.failure = error
+            let senders = state.waitingSenders.map(\.continuation)
+            state.waitingSenders.removeAll()
+            let receiver = state.waitingReceiver
+            state.waitingReceiver = nil
+            return (receiver, senders, true)
+        }
+        if deliverNil, let receiver {
+            if let error { receiver.resume(throwing: error) } else { receiver.resume(returning: nil) }
+        }
+        for sender in senders { sender.resume(throwing: QueueClosedError()) }
+    }
+
+    /// Elements waiting to be read.
+    public var bufferedCount: Int { state.withLock { $0.count } }
+}
+
+/// What `send` does after its first look at the queue.
+private enum SendStep { case done, wait(UInt64) }
+
+/// The queue was finished: nothing more can be sent.
+public struct QueueClosedError: Error, Sendable, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the queue is closed" }
+}

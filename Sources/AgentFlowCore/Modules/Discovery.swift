@@ -1,0 +1,101 @@
+/// How a node finds its peers: a signal server, a static file, an in-memory directory.
+///
+/// `peerSets(announcing:)` yields snapshots over the node's life. Meaning of what it yields:
+/// - each element is the **complete** set the backend knows now, not a delta;
+/// - an **empty set** means "no peers known" — the mesh keeps live links
+///   anyway (discovery finds peers; it never tears links down);
+/// - a **transient failure** (signal server unreachable) is an element with
+///   `health = .degraded(reason)` that repeats the last known peers;
+/// - the stream **ends** normally when the backend has nothing more to say
+///   (the mesh keeps the last set), and **throws** only for a fatal problem
+///   (a config or file that cannot work) that the operator must fix.
+/// Cancelling the consuming task stops the backend (and deregisters, where that applies).
+public protocol Discovery: Sendable {
+    var name: String { get }
+    func peerSets(announcing local: LocalAnnouncement) -> AsyncThrowingStream<PeerSetUpdate, any Error>
+}
+
+/// What this node tells discovery about itself.
+public struct LocalAnnouncement: Sendable, Hashable {
+    public var nodeID: NodeID
+    public var displayName: String
+    /// Reachable addresses, per transport.
+    public var endpoints: [DiscoveredEndpoint]
+    public var labels: [String: String]
+    public var softwareVersion: String
+
+    public init(nodeID: NodeID, displayName: String, endpoints: [DiscoveredEndpoint], labels: [String: String], softwareVersion: String = AgentFlowVersion.current) {
+        self.nodeID = nodeID
+        self.displayName = displayName
+        self.endpoints = endpoints
+        self.labels = labels
+        self.softwareVersion = softwareVersion
+    }
+}
+
+public struct DiscoveredEndpoint: Sendable, Hashable, CustomStringConvertible {
+    public var transport: String
+    public var address: HostPort
+
+    public init(transport: String, address: HostPort) {
+        self.transport = transport
+        self.address = address
+    }
+
+    public var description: String { "\(transport)://\(address)" }
+}
+
+/// A peer as discovery knows it.
+public struct DiscoveredPeer: Sendable, Hashable {
+    public var nodeID: NodeID
+    public var displayName: String
+    public var endpoints: [DiscoveredEndpoint]
+    public var labels: [String: String]
+
+    public init(nodeID: NodeID, displayName: String? = nil, endpoints: [DiscoveredEndpoint], labels: [String: String] = [:]) {
+        self.nodeID = nodeID
+        self.displayName = displayName ?? nodeID.rawValue
+        self.endpoints = endpoints
+        self.labels = labels
+    }
+}
+
+/// One snapshot from a discovery backend.
+public struct PeerSetUpdate: Sendable, Hashable {
+    public enum Health: Sendable, Hashable {
+        case healthy
+        /// The backend could not refresh; `peers` is the last known set.
+        case degraded(reason: String)
+    }
+
+    /// Never includes the local node.
+    public var peers: [DiscoveredPeer]
+    public var health: Health
+
+    public init(peers: [DiscoveredPeer], health: Health = .healthy) {
+        self.peers = peers
+        self.health = health
+    }
+}
+
+/// Everything a discovery module needs for this node.
+public struct DiscoveryContext: Sendable {
+    public var localNodeID: NodeID
+    /// The node's data folder, for backends that persist state.
+    public var dataDirectory: String
+
+    public init(localNodeID: NodeID, dataDirectory: String) {
+        self.localNodeID = localNodeID
+        self.dataDirectory = dataDirectory
+    }
+}
+
+/// A discovery backend as a registrable module.
+public protocol DiscoveryModule: SendableMetatype {
+    associatedtype Options: Sendable
+    static var name: String { get }
+    static var summary: String { get }
+    /// Reads this module's keys from the `discovery:` block (`kind` is the core's).
+    static func decodeOptions(from section: ConfigSection) throws(ConfigError) -> Options
+    static func makeDiscovery(options: Options, context: DiscoveryContext) throws -> any Discovery
+}

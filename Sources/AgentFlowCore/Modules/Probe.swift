@@ -1,0 +1,53 @@
+/// A one-shot check that returns a structured report: "can this node reach
+/// the signal server", "what is my public address (STUN)". `agentflow probe`
+/// runs one by name and prints its report.
+public protocol Probe: Sendable {
+    var name: String { get }
+    func run() async throws -> ProbeReport
+}
+
+/// The result of a probe, printable as text or JSON.
+public struct ProbeReport: Sendable, Hashable {
+    public enum Outcome: String, Sendable, Hashable {
+        case passed, failed
+    }
+
+    public var probe: String
+    public var outcome: Outcome
+    /// One line a person reads first.
+    public var summary: String
+    /// Measured facts, in order (`mapped_address: 203.0.113.7:40112`, `rtt_ms: 12.4`).
+    public var facts: [Fact]
+
+    public struct Fact: Sendable, Hashable {
+        public var name: String
+        public var value: String
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public init(probe: String, outcome: Outcome, summary: String, facts: [Fact] = []) {
+        self.probe = probe
+        self.outcome = outcome
+        self.summary = summary
+        self.facts = facts
+    }
+}
+
+/// What a probe may need: the node's effective config values.
+public struct ProbeContext: Sendable {
+    public var localNodeID: NodeID
+    public init(localNodeID: NodeID) { self.localNodeID = localNodeID }
+}
+
+/// A probe as a registrable module; options come from `probes.<name>` in config
+/// or from command-line `--option key=value` pairs.
+public protocol ProbeModule: SendableMetatype {
+    associatedtype Options: Sendable
+    static var name: String { get }
+    static var summary: String { get }
+    static func decodeOptions(from section: ConfigSection) throws(ConfigError) -> Options
+    static func makeProbe(options: Options, context: ProbeContext) throws -> any Probe
+}

@@ -1,0 +1,166 @@
+public import AgentFlowCore
+import Synchronization
+
+/// A transport whose links are pairs of bounded queues inside one process:
+/// real backpressure and ordering, no sockets. The mesh's own tests run on
+/// it, and it passes the same conformance suite as the socket transports.
+public final class InMemoryTransport: Transport {
+    public let name = InMemoryTransportModule.name
+    public let localNodeID: NodeID
+    private let requestedAddress: HostPort
+    private let network: InMemoryNetwork
+    private let queueCapacity: Int
+
+    private struct State {
+        var boundAddress: HostPort?
+        var bindError: (any Error)?
+        var addressWaiters: [CheckedContinuation<HostPort, any Error>] = []
+        var shutDown = false
+        var shutdownWaiter: CheckedContinuation<Void, Never>?
+        var openQueues: [BoundedAsyncQueue<Envelope>] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init(localNodeID: NodeID, listenAddress: HostPort, network: InMemoryNetwork = .shared, queueCapacity: Int = 64) {
+        self.localNodeID = localNodeID
+        self.requestedAddress = listenAddress
+        self.network = network
+        self.queueCapacity = queueCapacity
+    }
+
+    public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws {
+        let (streams, continuation) = AsyncStream.makeStream(of: MeshStream.self)
+        let listener = InMemoryNetwork.Listener(nodeID: localNodeID) { stream in
+            if case .enqueued = continuation.yield(stream) { return true }
+            return false
+        }
+        let bound: HostPort
+        do {
+            bound = try network.bind(requestedAddress, listener: listener)
+        } catch {
+            resolveAddress(.failure(error))
+            throw error
+        }
+        resolveAddress(.success(bound))
+        defer { network.unbind(bound) }
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await self.waitForShutdown()
+                continuation.finish()
+            }
+            for await stream in streams {
+                group.addTask { await handler(stream) }
+            }
+            group.cancelAll()
+        }
+    }
+
+    public func listeningAddress() async throws -> HostPort {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<HostPort, any Error>? = state.withLock { state in
+                if let bound = state.boundAddress { return .success(bound) }
+                if let error = state.bindError { return .failure(error) }
+                if state.shutDown { return .failure(TransportError(.shutDown, "the transport is shut down")) }
+                state.addressWaiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
+        if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the transport is shut down") }
+        guard let listener = network.listener(at: address) else {
+            throw TransportError(.connectionRefused, "nothing listens at memory address \(address)")
+        }
+        if let expectedPeer, expectedPeer != listener.nodeID {
+            throw TransportError(.handshakeFailed, "the node at \(address) is \(listener.nodeID), not \(expectedPeer)")
+        }
+        let toListener = BoundedAsyncQueue<Envelope>(capacity: queueCapacity)
+        let toDialer = BoundedAsyncQueue<Envelope>(capacity: queueCapacity)
+        state.withLock { $0.openQueues += [toListener, toDialer] }
+        let serverSide = MeshStream(
+            peer: PeerIdentity(certifiedNodeID: localNodeID, remoteAddress: "memory:\(localNodeID)", transport: name),
+            inbound: InboundEnvelopes(next: { try await toListener.next() }),
+            outbound: QueueEnvelopeWriter(queue: toDialer))
+        guard listener.accept(serverSide) else {
+            throw TransportError(.connectionRefused, "the listener at \(address) is shutting down")
+        }
+        return MeshStream(
+            peer: PeerIdentity(certifiedNodeID: listener.nodeID, remoteAddress: "memory:\(address)", transport: name),
+            inbound: InboundEnvelopes(next: { try await toDialer.next() }),
+            outbound: QueueEnvelopeWriter(queue: toListener))
+    }
+
+    public func beginGracefulShutdown() {
+        let (waiters, shutdownWaiter, queues) = state.withLock { state in
+            state.shutDown = true
+            let waiters = state.addressWaiters
+            state.addressWaiters.removeAll()
+            let shutdownWaiter = state.shutdownWaiter
+            state.shutdownWaiter = nil
+            let queues = state.openQueues
+            state.openQueues.removeAll()
+            return (waiters, shutdownWaiter, queues)
+        }
+        for waiter in waiters { waiter.resume(throwing: TransportError(.shutDown, "the transport shut down before listening")) }
+        // Links end cleanly: queued envelopes are still delivered, then the peer sees the end.
+        for queue in queues { queue.finish() }
+        shutdownWaiter?.resume()
+    }
+
+    /// Simulates a crash: every link breaks at once with an error, as a killed process's would.
+    public func crash() {
+        let queues = state.withLock { state in
+            state.shutDown = true
+            defer { state.openQueues.removeAll() }
+            return state.openQueues
+        }
+        for queue in queues { queue.finish(throwing: TransportError(.linkClosed, "the peer crashed")) }
+        beginGracefulShutdown()
+    }
+
+    private func resolveAddress(_ result: Result<HostPort, any Error>) {
+        let waiters = state.withLock { state in
+            switch result {
+            case .success(let address): state.boundAddress = address
+            case .failure(let error): state.bindError = error
+            }
+            defer { state.addressWaiters.removeAll() }
+            return state.addressWaiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    private func waitForShutdown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let already = state.withLock { state in
+                if state.shutDown { return true }
+                state.shutdownWaiter = continuation
+                return false
+            }
+            if already { continuation.resume() }
+        }
+    }
+}
+
+/// Registers the in-memory transport as `memory`.
+public enum InMemoryTransportModule: TransportModule {
+    public struct Options: Sendable, Hashable {
+        /// Envelopes buffered per direction before writers wait. Default 64.
+        public var queueCapacity: Int
+    }
+
+    public static let name = "memory"
+    public static let summary = "links inside one process (tests, examples); no sockets, no TLS"
+
+    public static func decodeOptions(from section: ConfigSection) throws(ConfigError) -> Options {
+        Options(queueCapacity: try section.value("queue_capacity", default: 64, in: 1...65_536))
+    }
+
+    public static func makeTransport(options: Options, context: TransportContext) throws -> any Transport {
+        InMemoryTransport(localNodeID: context.localNodeID, listenAddress: context.listenAddress, queueCapacity: options.queueCapacity)
+    }
+}

@@ -1,0 +1,18 @@
+import AgentFlowCore
+import ArgumentParser
+
+/// `agentflow`: one executable, whose role comes from its subcommand and config.
+@main
+struct AgentFlowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agentflow",
+        abstract: "A secure peer-to-peer monitoring mesh: masters that talk directly, a tiny signal server that indexes them.",
+        discussion: """
+            Every process reads one YAML config (see examples/ and docs/configuration.md). \
+            With no file, defaults run a local node. Environment variables override keys: \
+            AGENTFLOW_<ROLE>__<KEY>__<SUBKEY>, e.g. AGENTFLOW_MASTER__MESH__MAX_PEERS=3.
+            """,
+        version: AgentFlowVersion.current,
+        subcommands: [ConfigCommand.self, ModulesCommand.self]
+    )
+}

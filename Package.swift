@@ -118,7 +118,11 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "AgentFlowCoreTests",
-            dependencies: ["AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto"],
+            dependencies: [
+                "AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

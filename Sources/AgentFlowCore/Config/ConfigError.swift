@@ -15,7 +15,6 @@ public struct ConfigError: AgentFlowError, Equatable {
         case missingFile = "missing_file"
         case unreadableFile = "unreadable_file"
         case malformedYAML = "malformed_yaml"
-        case duplicateKey = "duplicate_key"
     }
 
     public let kind: Code
@@ -40,14 +39,13 @@ public struct ConfigError: AgentFlowError, Equatable {
     public var message: String {
         var text = ""
         if let source, source != .builtInDefault { text += "\(source): " }
+        if kind == .malformedYAML || kind == .unreadableFile { return text + expected }
         text += "\(path): "
         switch kind {
         case .unknownKey:
             text += "unknown key; \(expected)"
         case .missingKey:
             text += "missing; \(expected)"
-        case .malformedYAML, .unreadableFile:
-            text += expected
         default:
             if let value {
                 text += "\(Self.quote(value)) is not allowed; \(expected)"

@@ -86,12 +86,7 @@ public indirect enum ConfigNode: Sendable {
                         source: source)
                 }
                 let key = keyScalar.string
-                let keySource = ConfigSource.file(path: file, line: keyNode.mark?.line ?? 0, column: keyNode.mark?.column ?? 0)
-                if pairs.contains(where: { $0.key == key }) {
-                    throw ConfigError(
-                        .duplicateKey, path: path.appending(key: key), value: nil,
-                        expected: "the key appears twice in the same mapping; keep one", source: keySource)
-                }
+                // Yams refuses duplicate keys while parsing, naming the key and line.
                 pairs.append((key, try convert(valueNode, path: path.appending(key: key), file: file)))
             }
             return .mapping(pairs, source)

@@ -151,7 +151,7 @@ public final class ConfigSection {
     static func resolve(_ path: String, relativeTo source: ConfigSource) -> String {
         guard !path.hasPrefix("/"), let file = source.filePath else { return path }
         let folder = URL(filePath: file).deletingLastPathComponent().path()
-        return folder.isEmpty ? path : URL(filePath: folder).appending(path: path).path()
+        return folder.isEmpty ? path : URL(filePath: folder).appending(path: path).standardizedFileURL.path()
     }
 
     private func recordDefault<T: ConfigScalar>(_ key: String, _ value: T) -> T {
@@ -269,7 +269,7 @@ public final class ConfigSection {
         let plainSafe = !text.isEmpty
             && text.allSatisfy { $0.isLetter || $0.isNumber || "-_./:@".contains($0) }
             && !["true", "false", "yes", "no", "on", "off", "null", "~"].contains(text.lowercased())
-            && !text.hasPrefix("-") && !text.hasSuffix(":")
+            && !text.hasPrefix("-") && !text.hasSuffix(":") && Double(text) == nil
         return plainSafe ? text : ConfigError.quote(text)
     }
 }

@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+/// Runs the real `agentflow` binary, as a user would.
+@Suite("agentflow command line")
+struct CLITests {
+    static let packageRoot = URL(filePath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The built executable sits next to the test bundle.
+    static var executable: URL {
+        let testBinary = URL(filePath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var folder = testBinary.deletingLastPathComponent()
+        // On Linux the runner is .build/<triple>/debug/AgentFlowPackageTests.xctest.
+        while !FileManager.default.isExecutableFile(atPath: folder.appending(path: "agentflow").path()) && folder.path() != "/" {
+            folder = folder.deletingLastPathComponent()
+        }
+        return folder.appending(path: "agentflow")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = packageRoot
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AGENTFLOW_") }.merging(environment) { $1 }
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    @Test("--version prints the version")
+    func version() throws {
+        let result = try Self.run(["--version"])
+        #expect(result.status == 0)
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3)
+    }
+
+    @Test("config check accepts the examples and prints the effective config", arguments: ["examples/master.yml", "examples/signal.yml"])
+    func checkExamples(file: String) throws {
+        let result = try Self.run(["config", "check", file])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("# ok"))
+        #expect(result.stdout.contains("log:\n  level: info"))
+    }
+
+    @Test("config check refuses a broken copy naming the key", arguments: ["examples/master.yml", "examples/signal.yml"])
+    func checkBroken(file: String) throws {
+        let text = try String(contentsOf: Self.packageRoot.appending(path: file), encoding: .utf8)
+        let broken = FileManager.default.temporaryDirectory.appending(path: "broken-\(UUID().uuidString).yml")
+        try text.replacingOccurrences(of: "  level: info", with: "  level: 7").write(to: broken, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: broken) }
+        let result = try Self.run(["config", "check", broken.path()])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("log.level: \"7\" is not allowed; expected one of trace, debug"))
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test("config check of defaults, with an environment override")
+    func checkDefaults() throws {
+        let result = try Self.run(["config", "check", "--role", "master"], environment: ["AGENTFLOW_MASTER__MESH__MAX_PEERS": "2"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("max_peers: 2  # env AGENTFLOW_MASTER__MESH__MAX_PEERS"))
+        let bad = try Self.run(["config", "check", "--role", "master"], environment: ["AGENTFLOW_MASTER__MESH__MAX_PEERS": "x"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("AGENTFLOW_MASTER__MESH__MAX_PEERS"))
+    }
+
+    @Test("usage errors are explained")
+    func usage() throws {
+        let result = try Self.run(["config", "check"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--role"))
+        let modules = try Self.run(["modules"])
+        #expect(modules.stdout.contains("memory"))
+    }
+}

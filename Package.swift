@@ -26,6 +26,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // MARK: System libraries (found by pkg-config; apt names given for a helpful error)
@@ -38,6 +44,11 @@ let package = Package(
             name: "CNGHTTP2",
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
         ),
         .systemLibrary(
             name: "CCurl",
@@ -81,7 +92,43 @@ let package = Package(
         ),
         .target(
             name: "AgentFlowDiscovery",
-            dependencies: ["AgentFlowCore", "CCurl"],
+            dependencies: [
+                "AgentFlowCore", "CCurl",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The signal server, assembled from config
+        .target(
+            name: "AgentFlowSignal",
+            dependencies: [
+                "AgentFlowCore",
+                "AgentFlowTLS",
+                "AgentFlowSTUN",
+                "CHiredis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Resources/openapi.yaml")],
+            swiftSettings: sharedSwiftSettings
+        ),
+        // MARK: STUN (RFC 8489): message codec, no I/O
+        .target(
+            name: "AgentFlowSTUN",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
 
@@ -94,6 +141,7 @@ let package = Package(
                 "AgentFlowTLS",
                 "AgentFlowGRPC",
                 "AgentFlowDiscovery",
+                "AgentFlowSignal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -128,6 +176,18 @@ let package = Package(
         .testTarget(
             name: "SystemLibraryTests",
             dependencies: ["AgentFlowTLS", "AgentFlowGRPC", "AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowSignalTests",
+            dependencies: [
+                "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTLS", "AgentFlowDiscovery",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -23,6 +23,29 @@ public enum OpenSSLLibrary {
         return Array(digest.prefix(Int(length)))
     }
 
+    /// HMAC-SHA1 (STUN MESSAGE-INTEGRITY, RFC 8489 §14.5).
+    public static func hmacSHA1(key: [UInt8], data: [UInt8]) throws -> [UInt8] {
+        try hmac(EVP_sha1(), key: key, data: data)
+    }
+
+    /// HMAC-SHA256.
+    public static func hmacSHA256(key: [UInt8], data: [UInt8]) throws -> [UInt8] {
+        try hmac(EVP_sha256(), key: key, data: data)
+    }
+
+    private static func hmac(_ digest: OpaquePointer?, key: [UInt8], data: [UInt8]) throws -> [UInt8] {
+        OpenSSLError.drainQueue()
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        let result = key.withUnsafeBytes { keyBytes in
+            data.withUnsafeBytes { dataBytes in
+                HMAC(digest, keyBytes.baseAddress, Int32(keyBytes.count), dataBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), dataBytes.count, &output, &length)
+            }
+        }
+        guard result != nil else { throw OpenSSLError.drain("HMAC failed") }
+        return Array(output.prefix(Int(length)))
+    }
+
     /// `count` cryptographically secure random bytes (node secrets, nonces).
     public static func randomBytes(_ count: Int) throws -> [UInt8] {
         OpenSSLError.drainQueue()

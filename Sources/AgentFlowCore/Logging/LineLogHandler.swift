@@ -53,7 +53,7 @@ public struct LineLogHandler: LogHandler {
     }
 
     private static func timestamp() -> String {
-        Date.now.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        Date.now.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 
     private static func quoted(_ value: String) -> String {

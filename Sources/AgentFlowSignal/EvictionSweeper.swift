@@ -1,0 +1,41 @@
+import AgentFlowCore
+import Foundation
+import Logging
+import CoreMetrics
+import ServiceLifecycle
+
+/// Removes nodes that stopped heartbeating, every `sweep_interval`, off the
+/// request path. A node is gone from `/list` within TTL plus one interval.
+struct EvictionSweeper: Service {
+    let registry: SignalRegistry
+    let logger: Logger
+
+    func run() async throws {
+        let interval = registry.settings.sweepInterval.duration
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: interval)
+                    await sweepOnce()
+                }
+            }
+        } catch is CancellationError {
+            return
+        }
+    }
+
+    func sweepOnce(now: Date = Date()) async {
+        let deadline = now.addingTimeInterval(-registry.ttlSeconds)
+        do {
+            let evicted = try await registry.store.evict(lastSeenBefore: deadline)
+            for id in evicted {
+                logger.info("evicted silent node", metadata: ["node_id": "\(id)"])
+            }
+            if !evicted.isEmpty { registry.metrics.evictions.increment(by: evicted.count) }
+            registry.metrics.nodes.record(try await registry.store.nodeCount())
+        } catch {
+            registry.metrics.storeErrors.increment()
+            logger.error("eviction sweep failed; will retry", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import AgentFlowCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// The REST API of the signal server; docs/signal-openapi.yaml describes it exactly.
+enum SignalRoutes {
+    static func router(registry: SignalRegistry, config: SignalConfig, openAPIDocument: [UInt8]) -> Router<SignalRequestContext> {
+        let router = Router(context: SignalRequestContext.self)
+        router.add(middleware: RequestLogMiddleware(metrics: registry.metrics))
+        router.add(middleware: JSONErrorMiddleware())
+        if !config.http.corsAllowedOrigins.isEmpty {
+            router.add(middleware: CORSOriginsMiddleware(allowed: Set(config.http.corsAllowedOrigins)))
+        }
+        router.add(middleware: ClusterTokenMiddleware(token: config.auth.token.map { Array($0.utf8) }))
+        let maxBody = config.http.maxBodyBytes
+
+        router.get("/healthz") { _, _ in
+            try JSONResponse.make(["status": "ok"])
+        }
+
+        router.post("/register") { request, context in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBody)
+            let (created, answer) = try await registry.register(body: body.readableBytesView, observedAddress: context.observedAddress)
+            return try JSONResponse.make(answer, status: created ? .created : .ok, headers: [.agentflowNodeID: answer.nodeID])
+        }
+
+        router.post("/heartbeat") { request, context in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBody)
+            let answer = try await registry.heartbeat(body: body.readableBytesView, observedAddress: context.observedAddress)
+            return try JSONResponse.make(answer, headers: [.agentflowNodeID: answer.nodeID])
+        }
+
+        router.post("/deregister") { request, _ in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBody)
+            let revision = try await registry.deregister(body: body.readableBytesView)
+            return try JSONResponse.make(["revision": revision])
+        }
+
+        router.get("/list") { request, _ in
+            let query = request.uri.queryParameters
+            var since: UInt64?
+            if let text = query["since"] {
+                guard let value = UInt64(text) else { throw SignalAPIError.badRequest(field: "since", "expected a revision number (an unsigned integer)") }
+                since = value
+            }
+            var filter = SignalRegistry.ListFilter(transport: query["transport"].map(String.init))
+            for label in query.getAll("label") {
+                let parts = label.split(separator: "=", maxSplits: 1)
+                guard let key = parts.first, !key.isEmpty else { throw SignalAPIError.badRequest(field: "label", "expected key or key=value") }
+                filter.labels.append((String(key), parts.count == 2 ? String(parts[1]) : nil))
+            }
+            for name in query.map({ String($0.key) }) where !["since", "transport", "label"].contains(name) {
+                throw SignalAPIError.badRequest(field: name, "unknown query parameter; allowed: since, transport, label")
+            }
+            // Conditional polling: nothing changed since the client's copy → 304, no body.
+            let revision = try await registry.store.revision()
+            let etag = "\"r\(revision)\""
+            if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
+                return Response(status: .notModified, headers: [.eTag: etag])
+            }
+            let answer = try await registry.list(since: since, filter: filter)
+            return try JSONResponse.make(answer, headers: [.eTag: "\"r\(answer.revision)\"", .cacheControl: "no-cache"])
+        }
+
+        router.get("/metrics") { _, _ in
+            let text = registry.metrics.render()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
+
+        router.get("/openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
+        }
+        return router
+    }
+}

@@ -1,0 +1,192 @@
+public import AgentFlowCore
+import AgentFlowTLS
+public import Foundation
+import HTTPTypes
+
+/// The signal server's business rules, independent of HTTP: validating
+/// requests, issuing and checking node secrets, enforcing limits, and
+/// shaping answers. The REST routes and the STUN heartbeat path both call it.
+public struct SignalRegistry: Sendable {
+    public let store: any NodeRegistryStore
+    public let settings: SignalConfig.RegistrySettings
+    /// UDP port of the STUN responder, advertised to nodes; nil when disabled.
+    public let stunPort: Int?
+    let metrics: SignalMetrics
+
+    public init(store: any NodeRegistryStore, settings: SignalConfig.RegistrySettings, stunPort: Int?, metrics: SignalMetrics = SignalMetrics()) {
+        self.store = store
+        self.settings = settings
+        self.stunPort = stunPort
+        self.metrics = metrics
+    }
+
+    var ttlSeconds: Double { Double(settings.ttl.duration.components.seconds) + Double(settings.ttl.duration.components.attoseconds) / 1e18 }
+
+    /// Nodes should heartbeat at a third of the TTL, so two lost heartbeats do not evict them.
+    var heartbeatIntervalSeconds: Double { ttlSeconds / 3 }
+
+    // MARK: Register
+
+    struct Registration {
+        var nodeID: String
+        var name: String
+        var endpoints: [EndpointView]
+        var labels: [String: String]
+        var version: String
+        var secret: String?
+    }
+
+    func parseRegistration(_ body: some Collection<UInt8>) throws(SignalAPIError) -> Registration {
+        var json = try StrictJSONObject.parse(body)
+        let nodeID = try json.string("node_id", maxBytes: 63)!
+        guard NodeID.isValid(nodeID) else { throw .badRequest(field: "node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
+        let name = try json.string("name", maxBytes: 128, required: false) ?? nodeID
+        var endpoints: [EndpointView] = []
+        for var endpoint in try json.objects("endpoints", maxCount: settings.maxEndpoints) {
+            let transport = try endpoint.string("transport", maxBytes: 32)!
+            guard NodeID.isValid(transport) else { throw .badRequest(field: "\(endpoint.path).transport", "expected a transport name like grpc or tcp") }
+            let host = try endpoint.string("host", maxBytes: 253)!
+            guard !host.isEmpty, HostPort(parsing: host.contains(":") ? "[\(host)]:1" : "\(host):1") != nil else {
+                throw .badRequest(field: "\(endpoint.path).host", "expected a host name or IP address")
+            }
+            let port = try endpoint.integer("port", in: 1...65_535)
+            try endpoint.finish()
+            endpoints.append(EndpointView(transport: transport, host: host, port: port))
+        }
+        guard !endpoints.isEmpty else { throw .badRequest(field: "endpoints", "at least one endpoint is required (transport, host, port)") }
+        let labels = try json.stringMap("labels", maxCount: settings.maxLabels, maxEntryBytes: settings.maxLabelBytes)
+        let version = try json.string("version", maxBytes: 64, required: false) ?? "unknown"
+        let secret = try json.string("secret", maxBytes: 128, required: false)
+        try json.finish()
+        return Registration(nodeID: nodeID, name: name, endpoints: endpoints, labels: labels, version: version, secret: secret)
+    }
+
+    /// Registers (or re-registers) a node from a request body.
+    public func register(body: some Collection<UInt8>, observedAddress: String?, now: Date = Date()) async throws -> (created: Bool, response: RegisterResponse) {
+        let registration = try parseRegistration(body)
+        let issuedSecret: String? = registration.secret == nil ? try Self.newSecret() : nil
+        let secret = registration.secret ?? issuedSecret!
+        let timestamp = Timestamp.string(now)
+        let node = StoredNode(
+            view: NodeView(
+                nodeID: registration.nodeID, name: registration.name, endpoints: registration.endpoints,
+                observedAddress: observedAddress, labels: registration.labels, version: registration.version,
+                registeredAt: timestamp, lastSeen: timestamp),
+            secretDigest: try Self.digest(secret),
+            lastSeenMillis: now.unixMillis)
+        let outcome = try await store.register(node, presentedSecretDigest: registration.secret.map(Self.digest), maxNodes: settings.maxNodes)
+        let revision: UInt64
+        let created: Bool
+        switch outcome {
+        case .created(let value):
+            // A re-registration after eviction presents its old secret; the record is new, and keeps that secret.
+            revision = value
+            created = true
+        case .replaced(let value):
+            revision = value
+            created = false
+        case .wrongSecret:
+            throw SignalAPIError.forbiddenSecret(registration.nodeID)
+        case .full:
+            throw SignalAPIError(.tooManyRequests, "registry_full", "the registry holds registry.max_nodes = \(settings.maxNodes) nodes; try again later")
+        }
+        return (created, RegisterResponse(
+            nodeID: registration.nodeID, secret: issuedSecret, created: created, ttlSeconds: ttlSeconds,
+            heartbeatIntervalSeconds: heartbeatIntervalSeconds, observedAddress: observedAddress, revision: revision, stunPort: stunPort))
+    }
+
+    // MARK: Heartbeat and deregister
+
+    func parseCredentials(_ body: some Collection<UInt8>) throws(SignalAPIError) -> (nodeID: String, secret: String) {
+        var json = try StrictJSONObject.parse(body)
+        let nodeID = try json.string("node_id", maxBytes: 63)!
+        guard NodeID.isValid(nodeID) else { throw .badRequest(field: "node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
+        let secret = try json.string("secret", maxBytes: 128)!
+        try json.finish()
+        return (nodeID, secret)
+    }
+
+    public func heartbeat(body: some Collection<UInt8>, observedAddress: String?, now: Date = Date()) async throws -> HeartbeatResponse {
+        let (nodeID, secret) = try parseCredentials(body)
+        switch try await store.heartbeat(nodeID: nodeID, secretDigest: try Self.digest(secret), observedAddress: observedAddress, now: now) {
+        case .refreshed(let revision):
+            return HeartbeatResponse(nodeID: nodeID, ttlSeconds: ttlSeconds, revision: revision)
+        case .unknownNode:
+            throw SignalAPIError.unknownNode(nodeID)
+        case .wrongSecret:
+            throw SignalAPIError.forbiddenSecret(nodeID)
+        }
+    }
+
+    public func deregister(body: some Collection<UInt8>) async throws -> UInt64 {
+        let (nodeID, secret) = try parseCredentials(body)
+        switch try await store.deregister(nodeID: nodeID, secretDigest: try Self.digest(secret)) {
+        case .removed(let revision): return revision
+        case .unknownNode: throw SignalAPIError.unknownNode(nodeID)
+        case .wrongSecret: throw SignalAPIError.forbiddenSecret(nodeID)
+        }
+    }
+
+    // MARK: List
+
+    /// Filters of `GET /list`.
+    public struct ListFilter: Sendable {
+        public var transport: String?
+        /// `key` or `key=value`, all of which must match.
+        public var labels: [(key: String, value: String?)]
+
+        public init(transport: String? = nil, labels: [(key: String, value: String?)] = []) {
+            self.transport = transport
+            self.labels = labels
+        }
+
+        func matches(_ node: NodeView) -> Bool {
+            if let transport, !node.endpoints.contains(where: { $0.transport == transport }) { return false }
+            for label in labels {
+                guard let actual = node.labels[label.key] else { return false }
+                if let expected = label.value, expected != actual { return false }
+            }
+            return true
+        }
+    }
+
+    public func list(since: UInt64?, filter: ListFilter) async throws -> ListResponse {
+        let changes = try await store.changes(since: since)
+        var nodes: [NodeView] = []
+        var removed = changes.removed
+        for stored in changes.nodes {
+            if filter.matches(stored.view) {
+                nodes.append(stored.view)
+            } else if !changes.full {
+                // A node that changed so it no longer matches has left the filtered view.
+                removed.append(stored.view.nodeID)
+            }
+        }
+        return ListResponse(revision: changes.revision, full: changes.full, nodes: nodes, removed: removed.sorted())
+    }
+
+    // MARK: Secrets
+
+    /// 32 random bytes from OpenSSL, hex: the per-node secret.
+    static func newSecret() throws -> String {
+        try OpenSSLLibrary.randomBytes(32).hexString
+    }
+
+    /// Hex SHA-256 of a secret: what the store keeps, and the node's STUN password.
+    public static func digest(_ secret: String) throws -> String {
+        try OpenSSLLibrary.sha256(Array(secret.utf8)).hexString
+    }
+}
+
+extension Array where Element == UInt8 {
+    var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count * 2)
+        for byte in self {
+            bytes.append(digits[Int(byte >> 4)])
+            bytes.append(digits[Int(byte & 0xF)])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,43 @@
+import AgentFlowCore
+import AgentFlowSignal
+import ArgumentParser
+import Foundation
+import Logging
+
+struct SignalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "signal",
+        abstract: "Run the signal server: the public index masters register with (REST + STUN/UDP).",
+        discussion: """
+            With no --config, runs on defaults: REST on 127.0.0.1:7070, STUN on 127.0.0.1:3478, memory store, \
+            no token (allowed on loopback only). Stops gracefully on SIGTERM or SIGINT.
+            """
+    )
+
+    @Option(name: .long, help: "The signal server's YAML config (role: signal).")
+    var config: String?
+
+    @Option(name: .long, help: "Override log.level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String?
+
+    func run() async throws {
+        var environment = ProcessInfo.processInfo.environment
+        if let logLevel { environment["AGENTFLOW_SIGNAL__LOG__LEVEL"] = logLevel }
+        let signalConfig: SignalConfig
+        do {
+            signalConfig = try ConfigLoader.loadSignal(file: config, environment: environment)
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+        LineLogHandler.bootstrap(level: signalConfig.log.level)
+        var logger = Logger(label: "signal")
+        logger[metadataKey: "node"] = "signal"
+        do {
+            try await SignalServer(config: signalConfig, logger: logger).run()
+        } catch {
+            logger.critical("signal server failed", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,6 +1,7 @@
 public import AgentFlowCore
 import AgentFlowTLS
 public import Foundation
+import Synchronization
 import HTTPTypes
 
 /// The signal server's business rules, independent of HTTP: validating
@@ -10,13 +11,15 @@ public struct SignalRegistry: Sendable {
     public let store: any NodeRegistryStore
     public let settings: SignalConfig.RegistrySettings
     /// UDP port of the STUN responder, advertised to nodes; nil when disabled.
-    public let stunPort: Int?
+    /// Set once the responder has bound (the configured port may be 0).
+    public var stunPort: Int? { boundSTUNPort.withLock { $0 } }
+    let boundSTUNPort: SharedValue<Int?>
     let metrics: SignalMetrics
 
     public init(store: any NodeRegistryStore, settings: SignalConfig.RegistrySettings, stunPort: Int?, metrics: SignalMetrics = SignalMetrics()) {
         self.store = store
         self.settings = settings
-        self.stunPort = stunPort
+        self.boundSTUNPort = SharedValue(stunPort)
         self.metrics = metrics
     }
 
@@ -189,4 +192,11 @@ extension Array where Element == UInt8 {
         }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// A value shared between copies of a struct (set after start-up, read on requests).
+final class SharedValue<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+    init(_ value: Value) { storage = Mutex(value) }
+    func withLock<T>(_ body: (inout Value) -> T) -> T { storage.withLock { body(&$0) } }
 }

@@ -65,7 +65,10 @@ public struct SignalServer: Sendable {
             let stunHost = config.stun.listen.host
             services.append(STUNService(
                 listen: config.stun.listen, responder: STUNBindingResponder(registry: registry), metrics: registry.metrics, logger: logger,
-                onBound: { port in await bound.stun(HostPort(host: stunHost, port: port)) }))
+                onBound: { [registry] port in
+                    registry.boundSTUNPort.withLock { $0 = port }
+                    await bound.stun(HostPort(host: stunHost, port: port))
+                }))
         }
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },

@@ -1,4 +1,5 @@
 import AgentFlowCore
+import AgentFlowDiscovery
 import AgentFlowSignal
 import Foundation
 import Testing

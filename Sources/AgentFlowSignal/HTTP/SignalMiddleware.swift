@@ -2,12 +2,14 @@ import AgentFlowCore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import CoreMetrics
 import Logging
 
 /// Turns every error into the API's JSON error body, so clients never see
 /// Hummingbird's plain-text defaults: `{"error": {"code": "...", "message": "..."}}`.
 struct JSONErrorMiddleware: RouterMiddleware {
     typealias Context = SignalRequestContext
+    let metrics: SignalMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -22,6 +24,10 @@ struct JSONErrorMiddleware: RouterMiddleware {
             default: SignalAPIError(error.status, "http_error", "\(error.status.reasonPhrase)")
             }
             return JSONResponse.error(apiError)
+        } catch let error as RedisError {
+            metrics.storeErrors.increment()
+            context.logger.error("store failed", metadata: ["error": "\(error)"])
+            return JSONResponse.error(SignalAPIError(.serviceUnavailable, "store_unavailable", "the node store is unavailable; retry with backoff"))
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)"])
             return JSONResponse.error(SignalAPIError(.internalServerError, "internal_error", "the server failed to handle the request; see its log"))

@@ -8,7 +8,7 @@ enum SignalRoutes {
     static func router(registry: SignalRegistry, config: SignalConfig, openAPIDocument: [UInt8]) -> Router<SignalRequestContext> {
         let router = Router(context: SignalRequestContext.self)
         router.add(middleware: RequestLogMiddleware(metrics: registry.metrics))
-        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: JSONErrorMiddleware(metrics: registry.metrics))
         if !config.http.corsAllowedOrigins.isEmpty {
             router.add(middleware: CORSOriginsMiddleware(allowed: Set(config.http.corsAllowedOrigins)))
         }

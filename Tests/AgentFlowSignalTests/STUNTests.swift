@@ -1,0 +1,146 @@
+import AgentFlowCore
+import AgentFlowSTUN
+import AgentFlowSignal
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@Suite("STUN codec (RFC 8489)")
+struct STUNCodecTests {
+    let transactionID: [UInt8] = Array(0..<12)
+
+    @Test("XOR-MAPPED-ADDRESS round-trips for IPv4 and IPv6")
+    func xorAddress() throws {
+        for text in ["192.0.2.1", "::1", "2001:db8::7"] {
+            let address = try #require(STUNAddress(ip: text, port: 40_123))
+            let decoded = STUNAddress.xorDecoded(address.xorEncoded(transactionID: transactionID), transactionID: transactionID)
+            #expect(decoded == address)
+            #expect(decoded?.ipDescription == text)
+        }
+    }
+
+    @Test("encode, parse, integrity and fingerprint agree; tampering is detected")
+    func integrity() throws {
+        let key = Array("node-password".utf8)
+        let request = try STUNClient.makeRequest(transactionID: transactionID, credentials: .init(username: "master-a", password: "node-password"))
+        let parsed = try STUNMessage.parse(request)
+        #expect(parsed.username == "master-a")
+        #expect(try STUNMessage.verifyIntegrity(of: request, key: key))
+        #expect(!(try STUNMessage.verifyIntegrity(of: request, key: Array("other".utf8))))
+        var tampered = request
+        tampered[26] ^= 0x01  // inside USERNAME
+        #expect(throws: STUNError.self) { _ = try STUNMessage.parse(tampered) }  // FINGERPRINT catches it first
+    }
+
+    @Test("a known RFC 5769 sample request parses and its fingerprint checks")
+    func rfc5769() throws {
+        // RFC 5769 §2.1 sample request (SOFTWARE, PRIORITY, ICE-CONTROLLED, USERNAME, MESSAGE-INTEGRITY, FINGERPRINT).
+        let hex = "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e207465737420636c69656e74002400046e0001ff80290008932ff9b151263b36000600096576746a3a68367659202020000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a280280004e57a3bcf"
+        let bytes = stride(from: 0, to: hex.count, by: 2).map { UInt8(hex.dropFirst($0).prefix(2), radix: 16)! }
+        let message = try STUNMessage.parse(bytes)
+        #expect(message.username == "evtj:h6vY")
+        #expect(try STUNMessage.verifyIntegrity(of: bytes, key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
+    }
+
+    @Test("garbage is refused with a reason, never a crash", arguments: [
+        [UInt8](), [0x00, 0x01], [UInt8](repeating: 0xFF, count: 20), [UInt8](repeating: 0, count: 20),
+        [0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42] + [UInt8](repeating: 0, count: 12) + [0x00, 0x06, 0x00, 0xFF, 0, 0, 0, 0],
+        [0x00, 0x01, 0x00, 0x03, 0x21, 0x12, 0xA4, 0x42] + [UInt8](repeating: 0, count: 15),
+    ])
+    func garbage(bytes: [UInt8]) {
+        #expect(throws: STUNError.self) { _ = try STUNMessage.parse(bytes) }
+    }
+
+    @Test("random bytes never crash the parser")
+    func fuzz() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0...96, using: &generator)
+            var bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            if bytes.count >= 8 && Bool.random() { bytes.replaceSubrange(4..<8, with: [0x21, 0x12, 0xA4, 0x42]); bytes[0] &= 0x3F }
+            _ = try? STUNMessage.parse(bytes)
+        }
+    }
+}
+
+@Suite("Signal server STUN responder", .timeLimit(.minutes(1)))
+struct STUNServerTests {
+    @Test("unauthenticated requests learn their mapped address")
+    func mappedAddress() async throws {
+        let server = try await RunningSignalServer.start()
+        let stun = try #require(server.stun)
+        let result = try await STUNClient(timeout: .seconds(2)).bind(to: stun)
+        #expect(result.mappedAddress.ipDescription == "127.0.0.1")
+        #expect(result.mappedAddress.port > 0)
+        #expect(!result.authenticated)
+        await server.stop()
+    }
+
+    @Test("authenticated binding requests are heartbeats; bad credentials get no answer")
+    func heartbeats() async throws {
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 1s\n  sweep_interval: 100ms\n")
+        let stun = try #require(server.stun)
+        let secret = try await server.register("udp-node")
+        let password = try SignalRegistry.digest(secret)
+        let client = STUNClient(timeout: .seconds(1))
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .milliseconds(1_800) {
+            let result = try await client.bind(to: stun, credentials: .init(username: "udp-node", password: password))
+            #expect(result.authenticated)
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(try await server.listedIDs() == ["udp-node"], "STUN heartbeats kept the node past its TTL")
+        await #expect(throws: TransportError.self) {
+            _ = try await STUNClient(timeout: .milliseconds(600)).bind(to: stun, credentials: .init(username: "udp-node", password: "wrong"))
+        }
+        await #expect(throws: TransportError.self) {
+            _ = try await STUNClient(timeout: .milliseconds(600)).bind(to: stun, credentials: .init(username: "nobody", password: password))
+        }
+        let metrics = try await server.call("GET", "/metrics").body
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="heartbeat"}"#))
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="bad_credentials"}"#))
+        await server.stop()
+    }
+
+    @Test("small requests and garbage get no answer (no amplification); the responder keeps working")
+    func noAmplification() async throws {
+        let server = try await RunningSignalServer.start()
+        let stun = try #require(server.stun)
+        // A bare 20-byte binding request: a valid STUN message, but smaller than any answer.
+        var bare = STUNMessage(type: .bindingRequest, transactionID: Array(repeating: 7, count: 12))
+        bare.attributes = []
+        let small = try bare.encode(fingerprint: false)
+        let replies = try await sendRaw([small, Array("hello".utf8), [UInt8](repeating: 0xAB, count: 600)], to: stun)
+        #expect(replies.isEmpty)
+        #expect(try await STUNClient(timeout: .seconds(2)).bind(to: stun).mappedAddress.ipDescription == "127.0.0.1")
+        let metrics = try await server.call("GET", "/metrics").body
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="too_small"} 1"#))
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="malformed"} 2"#))
+        await server.stop()
+    }
+
+    /// Sends datagrams and collects whatever comes back within 300 ms.
+    func sendRaw(_ datagrams: [[UInt8]], to server: HostPort) async throws -> [[UInt8]] {
+        let remote = try SocketAddress(ipAddress: server.host, port: server.port)
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            for datagram in datagrams { try await outbound.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram))) }
+            return try await withThrowingTaskGroup(of: [[UInt8]].self) { group in
+                group.addTask {
+                    var received: [[UInt8]] = []
+                    for try await envelope in inbound { received.append(Array(envelope.data.readableBytesView)) }
+                    return received
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                group.cancelAll()
+                return []
+            }
+        }
+    }
+}

@@ -20,22 +20,19 @@ enum SignalRoutes {
         }
 
         router.post("/register") { request, context in
-            var request = request
-            let body = try await request.collectBody(upTo: maxBody)
+            let body = try await readBody(request, limit: maxBody)
             let (created, answer) = try await registry.register(body: body.readableBytesView, observedAddress: context.observedAddress)
             return try JSONResponse.make(answer, status: created ? .created : .ok, headers: [.agentflowNodeID: answer.nodeID])
         }
 
         router.post("/heartbeat") { request, context in
-            var request = request
-            let body = try await request.collectBody(upTo: maxBody)
+            let body = try await readBody(request, limit: maxBody)
             let answer = try await registry.heartbeat(body: body.readableBytesView, observedAddress: context.observedAddress)
             return try JSONResponse.make(answer, headers: [.agentflowNodeID: answer.nodeID])
         }
 
         router.post("/deregister") { request, _ in
-            var request = request
-            let body = try await request.collectBody(upTo: maxBody)
+            let body = try await readBody(request, limit: maxBody)
             let revision = try await registry.deregister(body: body.readableBytesView)
             return try JSONResponse.make(["revision": revision])
         }
@@ -75,5 +72,15 @@ enum SignalRoutes {
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: openAPIDocument)))
         }
         return router
+    }
+
+    /// Reads a request body of at most `limit` bytes. A declared Content-Length
+    /// over the limit is refused at once, before any of the body is read.
+    static func readBody(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw SignalAPIError(.contentTooLarge, "body_too_large", "the request body (\(declared) bytes) exceeds http.max_body_bytes = \(limit)")
+        }
+        var request = request
+        return try await request.collectBody(upTo: limit)
     }
 }

@@ -16,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "agentflow", targets: ["agentflow"]),
+        .executable(name: "agentflow-bench", targets: ["agentflow-bench"]),
         .library(name: "AgentFlowCore", targets: ["AgentFlowCore"]),
         .library(name: "AgentFlowProto", targets: ["AgentFlowProto"]),
         .library(name: "AgentFlowInMemory", targets: ["AgentFlowInMemory"]),
@@ -144,6 +145,18 @@ let package = Package(
                 "AgentFlowSignal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: Benchmarks (a separate load process; see docs/benchmarks.md)
+        .executableTarget(
+            name: "agentflow-bench",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowDiscovery", "AgentFlowSTUN", "AgentFlowTLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

@@ -86,3 +86,41 @@ struct CLITests {
         #expect(modules.stdout.contains("memory"))
     }
 }
+
+@Suite("agentflow signal process")
+struct SignalProcessTests {
+    @Test("runs on a config, answers, and exits cleanly on SIGTERM")
+    func sigterm() async throws {
+        let port = Int.random(in: 41_000...49_000)
+        let config = FileManager.default.temporaryDirectory.appending(path: "signal-\(port).yml")
+        try "role: signal\nhttp:\n  listen: 127.0.0.1:\(port)\nstun:\n  listen: 127.0.0.1:\(port)\n".write(to: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = CLITests.executable
+        process.arguments = ["signal", "--config", config.path()]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var up = false
+        for _ in 0..<100 where !up {
+            try await Task.sleep(for: .milliseconds(50))
+            let probe = Process()
+            probe.executableURL = URL(filePath: "/usr/bin/curl")
+            probe.arguments = ["-fsS", "-o", "/dev/null", "http://127.0.0.1:\(port)/healthz"]
+            probe.standardError = FileHandle.nullDevice
+            try probe.run()
+            probe.waitUntilExit()
+            up = probe.terminationStatus == 0
+        }
+        #expect(up, "the signal server did not answer /healthz")
+        process.terminate()  // SIGTERM
+        let deadline = ContinuousClock.now + .seconds(5)
+        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning, "still running 5 s after SIGTERM")
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0)
+        #expect(log.contains("signal server stopped"))
+        #expect(log.contains("node=signal"))
+    }
+}

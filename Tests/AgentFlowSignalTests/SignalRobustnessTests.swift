@@ -68,3 +68,19 @@ struct SignalRobustnessTests {
         await server.stop()
     }
 }
+
+@Suite("Signal server CORS")
+struct SignalCORSTests {
+    @Test("allowed origins get CORS headers and preflights; others do not")
+    func cors() async throws {
+        let server = try await RunningSignalServer.start("http:\n  listen: 127.0.0.1:0\n  cors_allowed_origins: [\"https://dash.example\"]\n")
+        let allowed = try await server.call("GET", "/healthz", headers: ["Origin: https://dash.example"])
+        #expect(allowed.headers.header("access-control-allow-origin") == "https://dash.example")
+        let preflight = try await server.call("OPTIONS", "/register", headers: ["Origin: https://dash.example", "Access-Control-Request-Method: POST"])
+        #expect(preflight.status == 204)
+        #expect(preflight.headers.header("access-control-allow-methods")?.contains("POST") == true)
+        let other = try await server.call("GET", "/healthz", headers: ["Origin: https://evil.example"])
+        #expect(other.headers.header("access-control-allow-origin") == nil)
+        await server.stop()
+    }
+}

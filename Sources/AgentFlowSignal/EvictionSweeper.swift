@@ -6,7 +6,9 @@ import ServiceLifecycle
 
 /// Removes nodes that stopped heartbeating, every `sweep_interval`, off the
 /// request path. A node is gone from `/list` within TTL plus one interval.
-struct EvictionSweeper: Service {
+struct EvictionSweeper: Service, CustomStringConvertible {
+    var description: String { "EvictionSweeper(every \(registry.settings.sweepInterval.configText))" }
+
     let registry: SignalRegistry
     let logger: Logger
 

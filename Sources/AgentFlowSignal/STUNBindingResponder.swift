@@ -14,7 +14,7 @@ public import Foundation
 public struct STUNBindingResponder: Sendable {
     let registry: SignalRegistry
 
-    public enum Outcome: String, Sendable {
+    public enum Outcome: String, Sendable, CaseIterable {
         case answered, heartbeat, malformed, badCredentials = "bad_credentials", unknownNode = "unknown_node", tooSmall = "too_small", ignored
     }
 
@@ -22,37 +22,71 @@ public struct STUNBindingResponder: Sendable {
         self.registry = registry
     }
 
-    public func respond(to datagram: [UInt8], from source: STUNAddress, now: Date = Date()) async -> (reply: [UInt8]?, outcome: Outcome) {
-        let request: STUNMessage
-        do {
-            request = try STUNMessage.parse(datagram)
-        } catch {
-            return (nil, .malformed)
+    /// A parsed binding request, waiting for its credentials to be checked.
+    struct Pending {
+        var request: STUNMessage
+        var username: String?
+    }
+
+    /// Step 1, no I/O: parse and classify. Returns an outcome instead when there is nothing to look up.
+    static func prepare(_ datagram: [UInt8]) -> Result<Pending, OutcomeError> {
+        guard let request = try? STUNMessage.parse(datagram) else { return .failure(OutcomeError(outcome: .malformed)) }
+        guard request.type == STUNMessage.MessageType.bindingRequest.rawValue else { return .failure(OutcomeError(outcome: .ignored)) }
+        guard let username = request.username else { return .success(Pending(request: request, username: nil)) }
+        guard request.attribute(STUNMessage.AttributeType.messageIntegrity) != nil, NodeID.isValid(username) else {
+            return .failure(OutcomeError(outcome: .badCredentials))
         }
-        guard request.type == STUNMessage.MessageType.bindingRequest.rawValue else { return (nil, .ignored) }
-        var response = STUNMessage(
-            type: .bindingSuccess, transactionID: request.transactionID,
-            attributes: [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: source.xorEncoded(transactionID: request.transactionID))])
-        var key: [UInt8]?
-        var outcome = Outcome.answered
-        if let username = request.username {
-            guard request.attribute(STUNMessage.AttributeType.messageIntegrity) != nil, NodeID.isValid(username) else { return (nil, .badCredentials) }
-            guard let digest = try? await registry.store.secretDigest(of: username) else { return (nil, .unknownNode) }
-            let password = Array(digest.utf8)
-            guard (try? STUNMessage.verifyIntegrity(of: datagram, key: password)) == true else { return (nil, .badCredentials) }
-            switch try? await registry.store.heartbeat(nodeID: username, secretDigest: digest, observedAddress: source.ipDescription, now: now) {
-            case .refreshed?: outcome = .heartbeat
-            default: return (nil, .unknownNode)
-            }
-            key = password
-        }
-        guard let reply = try? response.encodeAttributes(key: key), reply.count <= datagram.count else { return (nil, .tooSmall) }
+        return .success(Pending(request: request, username: username))
+    }
+
+    /// Step 2, no I/O: check integrity with the node's stored digest (its STUN password).
+    static func verify(_ datagram: [UInt8], digest: String?) -> Outcome? {
+        guard let digest else { return .unknownNode }
+        guard (try? STUNMessage.verifyIntegrity(of: datagram, key: Array(digest.utf8))) == true else { return .badCredentials }
+        return nil
+    }
+
+    /// Step 3, no I/O: the signed (or plain) answer, or nothing when it would be larger than the request.
+    static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
+        let response = STUNMessage(
+            type: .bindingSuccess, transactionID: pending.request.transactionID,
+            attributes: [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: source.xorEncoded(transactionID: pending.request.transactionID))])
+        guard let reply = try? response.encode(integrityKey: key, fingerprint: true), reply.count <= datagramSize else { return (nil, .tooSmall) }
         return (reply, outcome)
     }
-}
 
-extension STUNMessage {
-    fileprivate mutating func encodeAttributes(key: [UInt8]?) throws -> [UInt8] {
-        try encode(integrityKey: key, fingerprint: true)
+    struct OutcomeError: Error { let outcome: Outcome }
+
+    /// Answers one datagram through any store (awaiting its lookups).
+    public func respond(to datagram: [UInt8], from source: STUNAddress, now: Date = Date()) async -> (reply: [UInt8]?, outcome: Outcome) {
+        let pending: Pending
+        switch Self.prepare(datagram) {
+        case .failure(let error): return (nil, error.outcome)
+        case .success(let value): pending = value
+        }
+        guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
+        let digest = try? await registry.store.secretDigest(of: username)
+        if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
+        guard case .refreshed? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: source.ipDescription, now: now) else {
+            return (nil, .unknownNode)
+        }
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)
+    }
+
+    /// Answers one datagram without suspending, for stores that can be read
+    /// and written synchronously (memory): runs on the UDP event loop itself.
+    func respondNow(to datagram: [UInt8], from source: STUNAddress, store: any SynchronousHeartbeatStore, now: Date = Date()) -> (reply: [UInt8]?, outcome: Outcome) {
+        let pending: Pending
+        switch Self.prepare(datagram) {
+        case .failure(let error): return (nil, error.outcome)
+        case .success(let value): pending = value
+        }
+        guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
+        let digest = store.secretDigestNow(of: username)
+        if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
+        guard case .refreshed = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: source.ipDescription, now: now) else {
+            return (nil, .unknownNode)
+        }
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)
     }
 }

@@ -7,7 +7,9 @@ import ServiceLifecycle
 
 /// The UDP side of the signal server: a NIO datagram channel feeding
 /// `STUNBindingResponder`, for the server's whole life.
-struct STUNService: Service {
+struct STUNService: Service, CustomStringConvertible {
+    var description: String { "STUNService(\(listen))" }
+
     let listen: HostPort
     let responder: STUNBindingResponder
     let metrics: SignalMetrics
@@ -15,6 +17,49 @@ struct STUNService: Service {
     let onBound: @Sendable (Int) async -> Void
 
     func run() async throws {
+        if let store = responder.registry.store as? any SynchronousHeartbeatStore {
+            try await runOnEventLoop(store: store)
+        } else {
+            try await runWithTasks()
+        }
+    }
+
+    /// Memory store: every datagram is answered inside `channelRead` on the
+    /// event loop, and answers are flushed once per read batch — no task hop.
+    /// Reads are paced (`STUNDatagramHandler.readInterval`) rather than woken per
+    /// datagram: at thousands of heartbeats a second, the per-wake-up cost, not
+    /// the STUN work, is what a core spends its time on.
+    private func runOnEventLoop(store: any SynchronousHeartbeatStore) async throws {
+        let responder = self.responder
+        let metrics = self.metrics
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.maxMessagesPerRead, value: 64)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(STUNDatagramHandler(responder: responder, store: store, metrics: metrics))
+                }
+            }
+            .bind(host: listen.host, port: listen.port).get()
+        let port = channel.localAddress?.port ?? listen.port
+        logger.info("STUN listening", metadata: ["address": "\(listen.host):\(port)", "protocol": "udp", "path": "event loop"])
+        await onBound(port)
+        // Graceful shutdown and cancellation both close the channel; waiting on
+        // closeFuture alone would not notice a cancelled task.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Stores that suspend (Redis): datagrams are answered from a task.
+    private func runWithTasks() async throws {
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: listen.host, port: listen.port) { channel in
@@ -31,7 +76,7 @@ struct STUNService: Service {
                     guard let source = Self.stunAddress(envelope.remoteAddress) else { continue }
                     let bytes = Array(envelope.data.readableBytesView)
                     let (reply, outcome) = await responder.respond(to: bytes, from: source)
-                    metrics.countSTUN(outcome.rawValue)
+                    metrics.countSTUN(outcome)
                     if let reply {
                         try await outbound.write(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply)))
                     }
@@ -47,3 +92,71 @@ struct STUNService: Service {
         return STUNAddress(ip: ip, port: UInt16(port))
     }
 }
+
+/// Answers STUN datagrams synchronously on the event loop (see `STUNService.runOnEventLoop`).
+final class STUNDatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    let responder: STUNBindingResponder
+    let store: any SynchronousHeartbeatStore
+    let metrics: SignalMetrics
+    private var pendingFlush = false
+    private var readsInBatch = 0
+    private var pacer: RepeatedTask?
+
+    /// How often the socket is drained. Adds at most this much to an answer's
+    /// latency (heartbeats do not mind), and bounds wake-ups to 1/interval.
+    static let readInterval = TimeAmount.milliseconds(10)
+    static let maxMessagesPerRead = 64
+
+    init(responder: STUNBindingResponder, store: any SynchronousHeartbeatStore, metrics: SignalMetrics) {
+        self.responder = responder
+        self.store = store
+        self.metrics = metrics
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        pacer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: Self.readInterval) { _ in
+            loopBound.value.read()
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pacer?.cancel()
+        pacer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readsInBatch += 1
+        let envelope = unwrapInboundIn(data)
+        guard let source = STUNService.stunAddress(envelope.remoteAddress) else { return }
+        let (reply, outcome) = responder.respondNow(to: Array(envelope.data.readableBytesView), from: source, store: store)
+        metrics.countSTUN(outcome)
+        if let reply {
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: reply))), promise: nil)
+            pendingFlush = true
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if pendingFlush {
+            pendingFlush = false
+            context.flush()
+        }
+        // A full batch means more may be waiting: keep draining now.
+        let full = readsInBatch >= Self.maxMessagesPerRead
+        readsInBatch = 0
+        if full { context.read() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A UDP error (e.g. ICMP port unreachable for a past answer) concerns one peer, never the responder.
+    }
+}
+
+@available(*, unavailable)
+extension STUNDatagramHandler: Sendable {}

@@ -10,6 +10,9 @@ public struct SignalMetrics: Sendable {
     let nodes: Metrics.Gauge
     let evictions: Metrics.Counter
     let storeErrors: Metrics.Counter
+    /// STUN outcomes are few and fixed; their counters are made once, since
+    /// datagrams arrive at thousands per second.
+    private let stunCounters: [String: Metrics.Counter]
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -17,6 +20,11 @@ public struct SignalMetrics: Sendable {
         nodes = Metrics.Gauge(label: "agentflow_signal_nodes", factory: factory)
         evictions = Metrics.Counter(label: "agentflow_signal_evictions_total", factory: factory)
         storeErrors = Metrics.Counter(label: "agentflow_signal_store_errors_total", factory: factory)
+        var stun: [String: Metrics.Counter] = [:]
+        for outcome in STUNBindingResponder.Outcome.allCases {
+            stun[outcome.rawValue] = Metrics.Counter(label: "agentflow_signal_stun_packets_total", dimensions: [("result", outcome.rawValue)], factory: factory)
+        }
+        stunCounters = stun
     }
 
     /// Counts one HTTP request by route template and status code.
@@ -25,8 +33,8 @@ public struct SignalMetrics: Sendable {
     }
 
     /// Counts one STUN datagram by what became of it (`answered`, `heartbeat`, `malformed`, `bad_credentials`).
-    func countSTUN(_ result: String) {
-        Metrics.Counter(label: "agentflow_signal_stun_packets_total", dimensions: [("result", result)], factory: factory).increment()
+    func countSTUN(_ outcome: STUNBindingResponder.Outcome) {
+        stunCounters[outcome.rawValue]?.increment()
     }
 
     /// The Prometheus text exposition.

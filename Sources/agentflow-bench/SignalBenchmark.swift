@@ -33,6 +33,9 @@ struct SignalBenchmark: AsyncParsableCommand {
     @Option(help: "Seconds between a node's heartbeats.")
     var interval: Double = 5
 
+    @Option(help: "Seconds between a node's /list delta polls; 0 turns polls off (to isolate the heartbeat path).")
+    var pollInterval: Double = 30
+
     @Option(help: "Seconds to measure each phase.")
     var seconds: Double = 20
 
@@ -91,7 +94,7 @@ struct SignalBenchmark: AsyncParsableCommand {
         let start = clock.now
         let end = start + .seconds(seconds)
         let heartbeatGap = Duration.seconds(interval / Double(count))
-        let pollGap = Duration.seconds(30 / Double(count))
+        let pollGap = Duration.seconds((pollInterval > 0 ? pollInterval : 1e9) / Double(count))
 
         // One scheduler at a fixed rate (not saturation): a heartbeat every
         // interval/N (node after node) and a delta poll every 30 s/N.

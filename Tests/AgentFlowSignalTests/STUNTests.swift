@@ -77,9 +77,9 @@ struct STUNServerTests {
         await server.stop()
     }
 
-    @Test("authenticated binding requests are heartbeats; bad credentials get no answer")
-    func heartbeats() async throws {
-        let server = try await RunningSignalServer.start("registry:\n  ttl: 1s\n  sweep_interval: 100ms\n")
+    @Test("authenticated binding requests are heartbeats; bad credentials get no answer", arguments: StoreKind.allCases)
+    func heartbeats(store: StoreKind) async throws {
+        try await withServer(store, "registry:\n  ttl: 1s\n  sweep_interval: 100ms\n") { server in
         let stun = try #require(server.stun)
         let secret = try await server.register("udp-node")
         let password = try SignalRegistry.digest(secret)
@@ -98,9 +98,10 @@ struct STUNServerTests {
             _ = try await STUNClient(timeout: .milliseconds(600)).bind(to: stun, credentials: .init(username: "nobody", password: password))
         }
         let metrics = try await server.call("GET", "/metrics").body
-        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="heartbeat"}"#))
-        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="bad_credentials"}"#))
-        await server.stop()
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="heartbeat"}"#) && !metrics.contains(#"{result="heartbeat"} 0"#))
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="bad_credentials"}"#) && !metrics.contains(#"{result="bad_credentials"} 0"#))
+        #expect(metrics.contains(#"{result="unknown_node"}"#) && !metrics.contains(#"{result="unknown_node"} 0"#))
+        }
     }
 
     @Test("small requests and garbage get no answer (no amplification); the responder keeps working")

@@ -4,7 +4,7 @@ public import Foundation
 /// Node records in process memory behind a readers-writer lock: `GET /list`
 /// requests read in parallel; writes (register, heartbeat, evict) are short.
 /// The eviction sweep runs on its own task, never on a request.
-public final class MemoryRegistryStore: NodeRegistryStore {
+public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatStore {
     struct State {
         var nodes: [String: StoredNode] = [:]
         var revision: UInt64 = 0
@@ -54,6 +54,10 @@ public final class MemoryRegistryStore: NodeRegistryStore {
     }
 
     public func heartbeat(nodeID: String, secretDigest: String, observedAddress: String?, now: Date) async throws -> HeartbeatOutcome {
+        heartbeatNow(nodeID: nodeID, secretDigest: secretDigest, observedAddress: observedAddress, now: now)
+    }
+
+    public func heartbeatNow(nodeID: String, secretDigest: String, observedAddress: String?, now: Date) -> HeartbeatOutcome {
         state.withWriteLock { state in
             guard var node = state.nodes[nodeID] else { return .unknownNode }
             guard constantTimeEquals(secretDigest, node.secretDigest) else { return .wrongSecret }
@@ -114,6 +118,10 @@ public final class MemoryRegistryStore: NodeRegistryStore {
     }
 
     public func secretDigest(of nodeID: String) async throws -> String? {
+        secretDigestNow(of: nodeID)
+    }
+
+    public func secretDigestNow(of nodeID: String) -> String? {
         state.withReadLock { $0.nodes[nodeID]?.secretDigest }
     }
 

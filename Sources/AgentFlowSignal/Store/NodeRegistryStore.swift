@@ -69,6 +69,13 @@ public protocol NodeRegistryStore: Sendable {
     func revision() async throws -> UInt64
 }
 
+/// A store whose heartbeat path never blocks or suspends (memory), so the
+/// STUN responder can run it on the UDP event loop without a hop to a task.
+public protocol SynchronousHeartbeatStore: Sendable {
+    func secretDigestNow(of nodeID: String) -> String?
+    func heartbeatNow(nodeID: String, secretDigest: String, observedAddress: String?, now: Date) -> HeartbeatOutcome
+}
+
 extension Date {
     var unixMillis: Int64 { Int64((timeIntervalSince1970 * 1_000).rounded()) }
 }

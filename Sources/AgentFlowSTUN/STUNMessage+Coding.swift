@@ -1,3 +1,4 @@
+import AgentFlowCore
 import AgentFlowTLS
 
 extension STUNMessage {
@@ -82,7 +83,7 @@ extension STUNMessage {
                 var prefix = Array(raw[..<offset])
                 writeUInt16(&prefix, 2, UInt16(offset + 24 - headerLength))
                 let expected = try OpenSSLLibrary.hmacSHA1(key: key, data: prefix)
-                return constantTimeEquals(expected, Array(raw[(offset + 4)..<(offset + 24)]))
+                return ConstantTime.equals(expected, Array(raw[(offset + 4)..<(offset + 24)]))
             }
             offset += 4 + ((attributeLength + 3) & ~3)
         }
@@ -110,13 +111,6 @@ extension STUNMessage {
     static func writeUInt32(_ bytes: inout [UInt8], _ offset: Int, _ value: UInt32) {
         for index in 0..<4 { bytes[offset + index] = UInt8((value >> (24 - 8 * UInt32(index))) & 0xFF) }
     }
-}
-
-func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var difference: UInt8 = 0
-    for index in a.indices { difference |= a[index] ^ b[index] }
-    return difference == 0
 }
 
 /// CRC-32 (ISO-HDLC, as in zlib), for STUN FINGERPRINT.

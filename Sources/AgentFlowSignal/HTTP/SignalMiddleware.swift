@@ -47,7 +47,7 @@ struct ClusterTokenMiddleware: RouterMiddleware {
         }
         let header = request.headers[.authorization] ?? ""
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix), timingSafeEquals(Array(header.utf8.dropFirst(prefix.utf8.count)), token) else {
+        guard header.hasPrefix(prefix), ConstantTime.equals(Array(header.utf8.dropFirst(prefix.utf8.count)), token) else {
             throw SignalAPIError.unauthorized
         }
         return try await next(request, context)
@@ -108,14 +108,6 @@ struct RequestLogMiddleware: RouterMiddleware {
 extension HTTPField.Name {
     /// Set by handlers so the request log can name the node (stripped before sending? no: harmless and useful).
     static let agentflowNodeID = HTTPField.Name("X-AgentFlow-Node-ID")!
-}
-
-/// Constant-time byte comparison (length is not secret).
-func timingSafeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var difference: UInt8 = 0
-    for index in a.indices { difference |= a[index] ^ b[index] }
-    return difference == 0
 }
 
 /// JSON response helpers.

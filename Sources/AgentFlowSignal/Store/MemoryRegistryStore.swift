@@ -41,7 +41,7 @@ public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatS
         state.withWriteLock { state in
             let id = node.view.nodeID
             if let existing = state.nodes[id] {
-                guard let presented = presentedSecretDigest, constantTimeEquals(presented, existing.secretDigest) else { return .wrongSecret }
+                guard let presented = presentedSecretDigest, ConstantTime.equals(presented, existing.secretDigest) else { return .wrongSecret }
                 var replacement = node
                 replacement.view.registeredAt = existing.view.registeredAt
                 state.nodes[id] = replacement
@@ -60,7 +60,7 @@ public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatS
     public func heartbeatNow(nodeID: String, secretDigest: String, observedAddress: String?, now: Date) -> HeartbeatOutcome {
         state.withWriteLock { state in
             guard var node = state.nodes[nodeID] else { return .unknownNode }
-            guard constantTimeEquals(secretDigest, node.secretDigest) else { return .wrongSecret }
+            guard ConstantTime.equals(secretDigest, node.secretDigest) else { return .wrongSecret }
             node.lastSeenMillis = now.unixMillis
             let moved = observedAddress != nil && observedAddress != node.view.observedAddress
             if moved {
@@ -75,7 +75,7 @@ public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatS
     public func deregister(nodeID: String, secretDigest: String) async throws -> DeregisterOutcome {
         state.withWriteLock { state in
             guard let node = state.nodes[nodeID] else { return .unknownNode }
-            guard constantTimeEquals(secretDigest, node.secretDigest) else { return .wrongSecret }
+            guard ConstantTime.equals(secretDigest, node.secretDigest) else { return .wrongSecret }
             state.nodes[nodeID] = nil
             return .removed(revision: state.recordChange(nodeID, limit: changeLogLimit))
         }
@@ -128,17 +128,4 @@ public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatS
     public func nodeCount() async throws -> Int { state.withReadLock { $0.nodes.count } }
 
     public func revision() async throws -> UInt64 { state.withReadLock { $0.revision } }
-}
-
-/// Compares two strings in time independent of where they differ.
-func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-    let left = Array(a.utf8)
-    let right = Array(b.utf8)
-    var difference = UInt8(truncatingIfNeeded: left.count ^ right.count)
-    for index in 0..<max(left.count, right.count) {
-        let x = index < left.count ? left[index] : 0
-        let y = index < right.count ? right[index] : 0
-        difference |= x ^ y
-    }
-    return difference == 0 && left.count == right.count
 }

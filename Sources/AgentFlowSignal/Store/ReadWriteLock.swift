@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A value behind a POSIX readers-writer lock: concurrent readers never wait
 /// on each other; a writer waits for readers and excludes everyone.

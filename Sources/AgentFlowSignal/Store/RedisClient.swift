@@ -1,4 +1,4 @@
-public import AgentFlowCore
+import AgentFlowCore
 import NIOPosix
 import Synchronization
 

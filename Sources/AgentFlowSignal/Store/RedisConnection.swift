@@ -1,6 +1,6 @@
 public import AgentFlowCore
 import CHiredis
-public import Foundation
+import Foundation
 
 /// A Redis reply, copied out of hiredis's reply object.
 enum RedisReply: Sendable, Equatable {

@@ -1,0 +1,14 @@
+/// Comparisons whose time does not depend on where two secrets differ, so a
+/// network attacker cannot learn a token or MAC byte by byte. Lengths are not secret.
+public enum ConstantTime {
+    public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+
+    public static func equals(_ a: String, _ b: String) -> Bool {
+        equals(Array(a.utf8), Array(b.utf8))
+    }
+}

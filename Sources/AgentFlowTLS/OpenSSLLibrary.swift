@@ -24,9 +24,63 @@ public enum OpenSSLLibrary {
     }
 
     /// HMAC-SHA1 (STUN MESSAGE-INTEGRITY, RFC 8489 §14.5).
+    ///
+    /// On the STUN heartbeat path, twice per datagram. OpenSSL 3's one-shot
+    /// `HMAC()` fetches the MAC and digest implementations on every call; here a
+    /// template context with SHA-1 already set is fetched once and duplicated
+    /// per call (`EVP_MAC_CTX_dup` only reads the template, so threads may share it).
     public static func hmacSHA1(key: [UInt8], data: [UInt8]) throws -> [UInt8] {
-        try hmac(EVP_sha1(), key: key, data: data)
+        guard let template = hmacSHA1Template.context else { return try hmac(EVP_sha1(), key: key, data: data) }
+        OpenSSLError.drainQueue()
+        guard let context = EVP_MAC_CTX_dup(template) else { throw OpenSSLError.drain("EVP_MAC_CTX_dup failed") }
+        defer { EVP_MAC_CTX_free(context) }
+        var output = [UInt8](repeating: 0, count: 20)
+        var length = 0
+        let ok = key.withUnsafeBufferPointer { keyBytes in
+            data.withUnsafeBufferPointer { dataBytes in
+                EVP_MAC_init(context, keyBytes.baseAddress, keyBytes.count, nil) == 1
+                    && EVP_MAC_update(context, dataBytes.baseAddress, dataBytes.count) == 1
+                    && EVP_MAC_final(context, &output, &length, output.count) == 1
+            }
+        }
+        guard ok else { throw OpenSSLError.drain("HMAC-SHA1 failed") }
+        return Array(output.prefix(length))
     }
+
+    /// Owns the shared HMAC-SHA1 template context (process lifetime).
+    /// `@unchecked Sendable`: the context is configured once here and then only read (duplicated).
+    private final class MACTemplate: @unchecked Sendable {
+        let context: OpaquePointer?
+        init(digest: String) {
+            guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
+                context = nil
+                return
+            }
+            defer { EVP_MAC_free(mac) }
+            guard let context = EVP_MAC_CTX_new(mac) else {
+                self.context = nil
+                return
+            }
+            let configured = "digest".withCString { key in
+                digest.withCString { value in
+                    var params = [
+                        OSSL_PARAM_construct_utf8_string(key, UnsafeMutablePointer(mutating: value), 0),
+                        OSSL_PARAM_construct_end(),
+                    ]
+                    return EVP_MAC_CTX_set_params(context, &params) == 1
+                }
+            }
+            if configured {
+                self.context = context
+            } else {
+                EVP_MAC_CTX_free(context)
+                self.context = nil
+            }
+        }
+        deinit { EVP_MAC_CTX_free(context) }
+    }
+
+    private static let hmacSHA1Template = MACTemplate(digest: "SHA1")
 
     /// HMAC-SHA256.
     public static func hmacSHA256(key: [UInt8], data: [UInt8]) throws -> [UInt8] {

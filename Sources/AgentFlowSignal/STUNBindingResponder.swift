@@ -58,7 +58,7 @@ public struct STUNBindingResponder: Sendable {
     struct OutcomeError: Error { let outcome: Outcome }
 
     /// Answers one datagram through any store (awaiting its lookups).
-    public func respond(to datagram: [UInt8], from source: STUNAddress, now: Date = Date()) async -> (reply: [UInt8]?, outcome: Outcome) {
+    public func respond(to datagram: [UInt8], from source: STUNAddress, observedIP: String? = nil, now: Date = Date()) async -> (reply: [UInt8]?, outcome: Outcome) {
         let pending: Pending
         switch Self.prepare(datagram) {
         case .failure(let error): return (nil, error.outcome)
@@ -67,7 +67,7 @@ public struct STUNBindingResponder: Sendable {
         guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
         let digest = try? await registry.store.secretDigest(of: username)
         if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
-        guard case .refreshed? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: source.ipDescription, now: now) else {
+        guard case .refreshed? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
         return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)
@@ -75,7 +75,7 @@ public struct STUNBindingResponder: Sendable {
 
     /// Answers one datagram without suspending, for stores that can be read
     /// and written synchronously (memory): runs on the UDP event loop itself.
-    func respondNow(to datagram: [UInt8], from source: STUNAddress, store: any SynchronousHeartbeatStore, now: Date = Date()) -> (reply: [UInt8]?, outcome: Outcome) {
+    func respondNow(to datagram: [UInt8], from source: STUNAddress, observedIP: String? = nil, store: any SynchronousHeartbeatStore, now: Date = Date()) -> (reply: [UInt8]?, outcome: Outcome) {
         let pending: Pending
         switch Self.prepare(datagram) {
         case .failure(let error): return (nil, error.outcome)
@@ -84,7 +84,7 @@ public struct STUNBindingResponder: Sendable {
         guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
         let digest = store.secretDigestNow(of: username)
         if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
-        guard case .refreshed = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: source.ipDescription, now: now) else {
+        guard case .refreshed = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
         return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)

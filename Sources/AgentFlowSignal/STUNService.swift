@@ -75,7 +75,7 @@ struct STUNService: Service, CustomStringConvertible {
                 for try await envelope in inbound {
                     guard let source = Self.stunAddress(envelope.remoteAddress) else { continue }
                     let bytes = Array(envelope.data.readableBytesView)
-                    let (reply, outcome) = await responder.respond(to: bytes, from: source)
+                    let (reply, outcome) = await responder.respond(to: bytes, from: source.address, observedIP: source.ip)
                     metrics.countSTUN(outcome)
                     if let reply {
                         try await outbound.write(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply)))
@@ -87,9 +87,11 @@ struct STUNService: Service, CustomStringConvertible {
         }
     }
 
-    static func stunAddress(_ address: SocketAddress) -> STUNAddress? {
-        guard let port = address.port, let ip = address.ipAddress else { return nil }
-        return STUNAddress(ip: ip, port: UInt16(port))
+    /// The datagram's source as STUN needs it, and its IP as text (the
+    /// observed address): converted once per datagram, not once per use.
+    static func stunAddress(_ address: SocketAddress) -> (address: STUNAddress, ip: String)? {
+        guard let port = address.port, let ip = address.ipAddress, let stun = STUNAddress(ip: ip, port: UInt16(port)) else { return nil }
+        return (stun, ip)
     }
 }
 
@@ -134,7 +136,7 @@ final class STUNDatagramHandler: ChannelInboundHandler {
         readsInBatch += 1
         let envelope = unwrapInboundIn(data)
         guard let source = STUNService.stunAddress(envelope.remoteAddress) else { return }
-        let (reply, outcome) = responder.respondNow(to: Array(envelope.data.readableBytesView), from: source, store: store)
+        let (reply, outcome) = responder.respondNow(to: Array(envelope.data.readableBytesView), from: source.address, observedIP: source.ip, store: store)
         metrics.countSTUN(outcome)
         if let reply {
             context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: reply))), promise: nil)

@@ -80,7 +80,11 @@ public final class InMemoryTransport: Transport {
         }
         let toListener = BoundedAsyncQueue<Envelope>(capacity: queueCapacity)
         let toDialer = BoundedAsyncQueue<Envelope>(capacity: queueCapacity)
-        state.withLock { $0.openQueues += [toListener, toDialer] }
+        state.withLock { state in
+            // Forget links that have ended, so a long-lived transport's bookkeeping stays bounded.
+            state.openQueues.removeAll { $0.isFinished }
+            state.openQueues += [toListener, toDialer]
+        }
         let serverSide = MeshStream(
             peer: PeerIdentity(certifiedNodeID: localNodeID, remoteAddress: "memory:\(localNodeID)", transport: name),
             inbound: InboundEnvelopes(next: { try await toListener.next() }),

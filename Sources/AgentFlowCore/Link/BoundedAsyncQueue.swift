@@ -147,6 +147,9 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         for sender in senders { sender.resume(throwing: QueueClosedError()) }
     }
 
+    /// True once `finish` was called.
+    public var isFinished: Bool { state.withLock { $0.finished } }
+
     /// Elements waiting to be read.
     public var bufferedCount: Int { state.withLock { $0.count } }
 }

@@ -1,4 +1,5 @@
 import Metrics
+import Synchronization
 public import Prometheus
 
 /// The signal server's metrics, through swift-metrics with a Prometheus
@@ -13,6 +14,9 @@ public struct SignalMetrics: Sendable {
     /// STUN outcomes are few and fixed; their counters are made once, since
     /// datagrams arrive at thousands per second.
     private let stunCounters: [String: Metrics.Counter]
+    /// Request counters by "route status", made on first use and then reused:
+    /// building a counter looks it up in the registry under a lock.
+    private let requestCounters = RequestCounterCache()
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -29,7 +33,10 @@ public struct SignalMetrics: Sendable {
 
     /// Counts one HTTP request by route template and status code.
     func countRequest(route: String, status: Int) {
-        Metrics.Counter(label: "agentflow_signal_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory).increment()
+        let factory = self.factory
+        requestCounters.counter(for: "\(route) \(status)") {
+            Metrics.Counter(label: "agentflow_signal_requests_total", dimensions: [("route", route), ("status", String(status))], factory: factory)
+        }.increment()
     }
 
     /// Counts one STUN datagram by what became of it (`answered`, `heartbeat`, `malformed`, `bad_credentials`).
@@ -39,4 +46,18 @@ public struct SignalMetrics: Sendable {
 
     /// The Prometheus text exposition.
     public func render() -> String { registry.emitToString() }
+}
+
+/// Caches request counters; routes are a fixed set and statuses few, so it stays small.
+final class RequestCounterCache: Sendable {
+    private let counters = Mutex<[String: Metrics.Counter]>([:])
+
+    func counter(for key: String, make: () -> Metrics.Counter) -> Metrics.Counter {
+        counters.withLock { table in
+            if let existing = table[key] { return existing }
+            let counter = make()
+            table[key] = counter
+            return counter
+        }
+    }
 }

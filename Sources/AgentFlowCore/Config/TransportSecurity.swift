@@ -39,10 +39,10 @@ extension TransportSecurity {
     static func decode(from section: ConfigSection, dataDirectory: String) throws(ConfigError) -> TransportSecurity {
         let mode = try section.value("mode", default: Mode.mtls)
         let certs = dataDirectory.hasSuffix("/") ? "\(dataDirectory)certs" : "\(dataDirectory)/certs"
-        let mustExist = true
-        let ca = try section.filePath("ca_file", default: "\(certs)/ca.pem", mustExist: mustExist && section.contains("ca_file"))
-        let cert = try section.filePath("cert_file", default: "\(certs)/node.pem", mustExist: mustExist && section.contains("cert_file"))
-        let key = try section.filePath("key_file", default: "\(certs)/node.key", mustExist: mustExist && section.contains("key_file"))
+        // filePath checks existence only for paths written explicitly; defaults may not exist yet.
+        let ca = try section.filePath("ca_file", default: "\(certs)/ca.pem", mustExist: section.contains("ca_file"))
+        let cert = try section.filePath("cert_file", default: "\(certs)/node.pem", mustExist: section.contains("cert_file"))
+        let key = try section.filePath("key_file", default: "\(certs)/node.key", mustExist: section.contains("key_file"))
         try section.finish()
         switch mode {
         case .off:

@@ -106,7 +106,7 @@ struct RequestLogMiddleware: RouterMiddleware {
 }
 
 extension HTTPField.Name {
-    /// Set by handlers so the request log can name the node (stripped before sending? no: harmless and useful).
+    /// Set by handlers so the request log can name the node; it also tells the client which record was touched.
     static let agentflowNodeID = HTTPField.Name("X-AgentFlow-Node-ID")!
 }
 

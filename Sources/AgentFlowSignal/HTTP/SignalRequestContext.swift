@@ -3,13 +3,10 @@ import Logging
 public import NIOCore
 
 /// Per-request context: Hummingbird's core storage plus the peer's address
-/// (the `observed_address` of a registering node) and, once parsed, its node id
-/// for the request log.
+/// (the `observed_address` of a registering node).
 public struct SignalRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
-    /// Set by handlers that know which node the request is about.
-    public var nodeID: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)

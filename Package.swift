@@ -78,17 +78,46 @@ let package = Package(
         // MARK: Modules (each depends on the core only)
         .target(
             name: "AgentFlowInMemory",
-            dependencies: ["AgentFlowCore"],
+            dependencies: ["AgentFlowCore", "AgentFlowProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
             name: "AgentFlowTLS",
-            dependencies: ["AgentFlowCore", "COpenSSL"],
+            dependencies: [
+                "AgentFlowCore", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "AgentFlowTransportKit",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowTLS", "AgentFlowProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "AgentFlowTCP",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowTLS", "AgentFlowTransportKit", "AgentFlowProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
             name: "AgentFlowGRPC",
-            dependencies: ["AgentFlowCore", "CNGHTTP2"],
+            dependencies: [
+                "AgentFlowCore", "AgentFlowTLS", "AgentFlowTransportKit", "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
@@ -200,6 +229,18 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowTransportTests",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowProto", "AgentFlowInMemory", "AgentFlowTLS", "AgentFlowTransportKit",
+                "AgentFlowTCP", "AgentFlowGRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

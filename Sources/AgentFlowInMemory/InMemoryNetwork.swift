@@ -12,7 +12,8 @@ public final class InMemoryNetwork: Sendable {
 
     struct Listener: Sendable {
         let nodeID: NodeID
-        let accept: @Sendable (MeshStream) -> Bool
+        /// Takes a new link and the queues behind it (so the listening side can end them on shutdown).
+        let accept: @Sendable (MeshStream, [BoundedAsyncQueue<Envelope>]) -> Bool
     }
 
     private struct State {

@@ -1,5 +1,7 @@
 public import AgentFlowCore
 import Synchronization
+import SwiftProtobuf
+import AgentFlowProto
 
 /// A transport whose links are pairs of bounded queues inside one process:
 /// real backpressure and ordering, no sockets. The mesh's own tests run on
@@ -10,6 +12,7 @@ public final class InMemoryTransport: Transport {
     private let requestedAddress: HostPort
     private let network: InMemoryNetwork
     private let queueCapacity: Int
+    private let maxMessageBytes: Int
 
     private struct State {
         var boundAddress: HostPort?
@@ -22,7 +25,9 @@ public final class InMemoryTransport: Transport {
 
     private let state = Mutex(State())
 
-    public init(localNodeID: NodeID, listenAddress: HostPort, network: InMemoryNetwork = .shared, queueCapacity: Int = 64) {
+    public init(localNodeID: NodeID, listenAddress: HostPort, network: InMemoryNetwork = .shared, queueCapacity: Int = 64,
+                maxMessageBytes: Int = 4 * 1024 * 1024) {
+        self.maxMessageBytes = maxMessageBytes
         self.localNodeID = localNodeID
         self.requestedAddress = listenAddress
         self.network = network
@@ -31,9 +36,16 @@ public final class InMemoryTransport: Transport {
 
     public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws {
         let (streams, continuation) = AsyncStream.makeStream(of: MeshStream.self)
-        let listener = InMemoryNetwork.Listener(nodeID: localNodeID) { stream in
-            if case .enqueued = continuation.yield(stream) { return true }
-            return false
+        let listener = InMemoryNetwork.Listener(nodeID: localNodeID) { stream, queues in
+            // Both sides track the link's queues: either side's shutdown or crash ends it.
+            let open = self.state.withLock { state -> Bool in
+                guard !state.shutDown else { return false }
+                state.openQueues.removeAll { $0.isFinished }
+                state.openQueues += queues
+                return true
+            }
+            guard open, case .enqueued = continuation.yield(stream) else { return false }
+            return true
         }
         let bound: HostPort
         do {
@@ -88,14 +100,14 @@ public final class InMemoryTransport: Transport {
         let serverSide = MeshStream(
             peer: PeerIdentity(certifiedNodeID: localNodeID, remoteAddress: "memory:\(localNodeID)", transport: name),
             inbound: InboundEnvelopes(next: { try await toListener.next() }),
-            outbound: QueueEnvelopeWriter(queue: toDialer))
-        guard listener.accept(serverSide) else {
+            outbound: SizeLimitedWriter(base: QueueEnvelopeWriter(queue: toDialer), maxMessageBytes: maxMessageBytes))
+        guard listener.accept(serverSide, [toListener, toDialer]) else {
             throw TransportError(.connectionRefused, "the listener at \(address) is shutting down")
         }
         return MeshStream(
             peer: PeerIdentity(certifiedNodeID: listener.nodeID, remoteAddress: "memory:\(address)", transport: name),
             inbound: InboundEnvelopes(next: { try await toDialer.next() }),
-            outbound: QueueEnvelopeWriter(queue: toListener))
+            outbound: SizeLimitedWriter(base: QueueEnvelopeWriter(queue: toListener), maxMessageBytes: maxMessageBytes))
     }
 
     public func beginGracefulShutdown() {
@@ -155,16 +167,37 @@ public enum InMemoryTransportModule: TransportModule {
     public struct Options: Sendable, Hashable {
         /// Envelopes buffered per direction before writers wait. Default 64.
         public var queueCapacity: Int
+        /// Largest envelope a link carries, in bytes, as on the socket transports. Default 4 MiB.
+        public var maxMessageBytes: Int
     }
 
     public static let name = "memory"
     public static let summary = "links inside one process (tests, examples); no sockets, no TLS"
 
     public static func decodeOptions(from section: ConfigSection) throws(ConfigError) -> Options {
-        Options(queueCapacity: try section.value("queue_capacity", default: 64, in: 1...65_536))
+        Options(
+            queueCapacity: try section.value("queue_capacity", default: 64, in: 1...65_536),
+            maxMessageBytes: try section.value("max_message_bytes", default: 4 * 1024 * 1024, in: 1_024...(64 * 1024 * 1024)))
     }
 
     public static func makeTransport(options: Options, context: TransportContext) throws -> any Transport {
-        InMemoryTransport(localNodeID: context.localNodeID, listenAddress: context.listenAddress, queueCapacity: options.queueCapacity)
+        InMemoryTransport(localNodeID: context.localNodeID, listenAddress: context.listenAddress, queueCapacity: options.queueCapacity, maxMessageBytes: options.maxMessageBytes)
     }
+}
+
+/// Refuses envelopes over the link's size limit, as the socket transports do,
+/// so code tested in memory meets the same limit it will meet on the wire.
+struct SizeLimitedWriter: EnvelopeWriter {
+    let base: QueueEnvelopeWriter
+    let maxMessageBytes: Int
+
+    func write(_ envelope: Envelope) async throws {
+        let size = (try envelope.serializedBytes() as [UInt8]).count
+        guard size <= maxMessageBytes else {
+            throw TransportError(.messageTooLarge, "an envelope of \(size) bytes exceeds this link's limit of \(maxMessageBytes) bytes")
+        }
+        try await base.write(envelope)
+    }
+
+    func finish() async { await base.finish() }
 }

@@ -1,0 +1,293 @@
+import AgentFlowCore
+import SwiftProtobuf
+import AgentFlowTLS
+import AgentFlowTransportKit
+import NIOCore
+
+/// One `tcp` link on one connection: waits for TLS (if on), exchanges the
+/// preface, then turns frames into envelopes for the `LinkBridge` and the
+/// bridge's batches into frames. Reads only on demand (autoRead is off), so a
+/// slow consumer stops the socket and TCP's own window pushes back on the
+/// sender. Pings when idle; closes a peer silent past the dead-peer timeout.
+final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Role {
+        case accepted(@Sendable (MeshStream) -> Void)
+        case dialled(EventLoopPromise<MeshStream>, expectedPeer: NodeID?)
+    }
+
+    private enum Phase { case awaitingTLS, awaitingPreface, open, closed }
+
+    private let role: Role
+    private let options: SocketLinkOptions
+    private let transportName: String
+    private var phase: Phase
+    private var decoder: TCPFrameDecoder
+    private var cumulation: ByteBuffer?
+    private var bridge: LinkBridge?
+    private var identity: PeerIdentity?
+    private var readPaused = false
+    private var readPending = false
+    private var sentEnd = false
+    private var receivedEnd = false
+    private var lastReceived = NIODeadline.now()
+    private var timer: RepeatedTask?
+    private var prefaceTimeout: Scheduled<Void>?
+    private var failure: TransportError?
+    private var context: ChannelHandlerContext?
+
+    init(role: Role, usesTLS: Bool, options: SocketLinkOptions, transportName: String) {
+        self.role = role
+        self.options = options
+        self.transportName = transportName
+        self.phase = usesTLS ? .awaitingTLS : .awaitingPreface
+        self.decoder = TCPFrameDecoder(maxPayload: options.maxMessageBytes)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if phase == .awaitingPreface && context.channel.isActive { begin(context: context, established: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if phase == .awaitingPreface && timer == nil { begin(context: context, established: nil) }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let established = event as? TLSEstablished, phase == .awaitingTLS {
+            phase = .awaitingPreface
+            begin(context: context, established: established)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// TLS is done (or off): check the peer, send our preface, wait for theirs.
+    private func begin(context: ChannelHandlerContext, established: TLSEstablished?) {
+        let remote = context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
+        let expected: NodeID? = if case .dialled(_, let expectedPeer) = role { expectedPeer } else { nil }
+        do {
+            identity = try LinkSecurity.admit(established, expectedPeer: expected, remoteAddress: remote, transport: transportName)
+        } catch {
+            close(context: context, error)
+            return
+        }
+        var preface = context.channel.allocator.buffer(capacity: TCPFrame.preface.count)
+        preface.writeBytes(TCPFrame.preface)
+        context.writeAndFlush(wrapOutboundOut(preface), promise: nil)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        prefaceTimeout = context.eventLoop.scheduleTask(in: options.handshakeTimeout.timeAmount) {
+            let (handler, context) = loopBound.value
+            guard handler.phase == .awaitingPreface else { return }
+            handler.close(context: context, TransportError(.timedOut, "the peer sent no AgentFlow TCP preface in time"))
+        }
+        lastReceived = .now()
+        let interval = options.keepaliveInterval.timeAmount
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let (handler, context) = loopBound.value
+            handler.keepalive(context: context)
+        }
+        requestRead(context: context)
+    }
+
+    private func keepalive(context: ChannelHandlerContext) {
+        guard phase == .open, !readPaused else { return }
+        guard context.channel.isWritable else {
+            // Our data is stuck in the socket: the peer reads slowly (backpressure), and its pings
+            // queue behind our data. The kernel's TCP_USER_TIMEOUT (set to the dead-peer timeout)
+            // drops the connection if that data stays unacknowledged, so a dead peer is still caught.
+            lastReceived = .now()
+            return
+        }
+        let silent = NIODeadline.now() - lastReceived
+        if silent > options.deadPeerTimeout.timeAmount {
+            close(context: context, TransportError(.timedOut, "the peer sent nothing for \(silent.nanoseconds / 1_000_000) ms (dead_peer_timeout \(options.deadPeerTimeout.configText))"))
+        } else if silent >= options.keepaliveInterval.timeAmount {
+            var ping = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
+            TCPFrame.writeControl(.ping, into: &ping)
+            context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readPending = false
+        guard phase == .awaitingPreface || phase == .open else { return }
+        var bytes = unwrapInboundIn(data)
+        lastReceived = .now()
+        if cumulation == nil {
+            cumulation = bytes
+        } else {
+            cumulation!.writeBuffer(&bytes)
+        }
+        processFrames(context: context)
+    }
+
+    private func processFrames(context: ChannelHandlerContext) {
+        guard var buffer = cumulation else { return }
+        cumulation = nil
+        defer {
+            if buffer.readableBytes > 0 && phase != .closed {
+                buffer.discardReadBytes()
+                cumulation = buffer
+            }
+        }
+        while phase == .awaitingPreface || phase == .open {
+            let frame: TCPFrame?
+            do {
+                frame = try decoder.next(from: &buffer)
+            } catch {
+                let kind: TransportError.Code = error.description.contains("exceeds") ? .messageTooLarge : .protocolViolation
+                close(context: context, TransportError(kind, "\(transportName) link: \(error.description)"))
+                return
+            }
+            if phase == .awaitingPreface && decoder.sawPreface { open(context: context) }
+            guard let frame else { return }
+            switch frame {
+            case .envelope(let payload):
+                let envelope: Envelope
+                do {
+                    envelope = try Envelope(serializedBytes: payload.readableBytesSpan)
+                } catch {
+                    close(context: context, TransportError(.protocolViolation, "\(transportName) link: an envelope did not decode: \(error)"))
+                    return
+                }
+                if bridge?.deliver(envelope, wireBytes: payload.readableBytes + TCPFrame.headerSize) == true { readPaused = true }
+            case .end:
+                receivedEnd = true
+                bridge?.finishReading()
+                if sentEnd { context.close(promise: nil) }
+            case .ping:
+                var pong = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
+                TCPFrame.writeControl(.pong, into: &pong)
+                context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            case .pong:
+                break
+            }
+        }
+    }
+
+    private func open(context: ChannelHandlerContext) {
+        guard let identity else { return }
+        phase = .open
+        prefaceTimeout?.cancel()
+        let bridge = LinkBridge(sink: self, eventLoop: context.eventLoop, limits: options.bridgeLimits)
+        self.bridge = bridge
+        let stream = bridge.meshStream(peer: identity)
+        switch role {
+        case .accepted(let accept): accept(stream)
+        case .dialled(let promise, _): promise.succeed(stream)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !readPaused { requestRead(context: context) }
+        context.fireChannelReadComplete()
+    }
+
+    private func requestRead(context: ChannelHandlerContext) {
+        guard !readPending, phase != .closed else { return }
+        readPending = true
+        context.read()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let failure: TransportError
+        if let error = error as? TLSHandshakeError {
+            failure = TransportError(.handshakeFailed, "TLS handshake refused: \(error.reason)", underlying: error)
+        } else if let error = error as? TransportError {
+            failure = error
+        } else {
+            failure = TransportError(.linkClosed, "the connection failed: \(error)", underlying: error)
+        }
+        close(context: context, failure)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let error = failure ?? TransportError(.linkClosed, receivedEnd ? "the link closed" : "the connection to the peer was lost")
+        finish(error)
+        context.fireChannelInactive()
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is GracefulCloseEvent else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        promise?.succeed()
+        guard phase == .open, let bridge else {
+            close(context: context, TransportError(.shutDown, "the transport is shutting down"))
+            return
+        }
+        // Queued envelopes go out, then the end frame; the connection closes once that is written.
+        receivedEnd = true
+        bridge.finishReading()
+        bridge.finishWriting()
+    }
+
+    /// Ends everything with `error`: the dialler's promise, the bridge, the timers, the connection.
+    private func close(context: ChannelHandlerContext, _ error: TransportError) {
+        if failure == nil { failure = error }
+        finish(error)
+        context.close(promise: nil)
+    }
+
+    private func finish(_ error: TransportError) {
+        guard phase != .closed else { return }
+        let wasOpen = phase == .open
+        phase = .closed
+        timer?.cancel()
+        prefaceTimeout?.cancel()
+        cumulation = nil
+        if wasOpen {
+            bridge?.fail(error)
+        } else if case .dialled(let promise, _) = role {
+            promise.fail(error)
+        }
+    }
+
+    // MARK: LinkSink
+
+    func send(_ messages: [[UInt8]]) {
+        guard phase == .open, let context else { return }
+        var size = 0
+        for message in messages { size += TCPFrame.headerSize + message.count }
+        var buffer = context.channel.allocator.buffer(capacity: size)
+        for message in messages { TCPFrame.writeEnvelope(message, into: &buffer) }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        let bridge = bridge
+        let payloadBytes = size - messages.count * TCPFrame.headerSize
+        promise.futureResult.whenComplete { _ in bridge?.sent(payloadBytes) }
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func finishSending() {
+        guard phase == .open, let context, !sentEnd else { return }
+        sentEnd = true
+        var end = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
+        TCPFrame.writeControl(.end, into: &end)
+        if receivedEnd {
+            context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(end), promise: nil)
+        }
+    }
+
+    func inboundConsumed(_ bytes: Int) {
+        guard readPaused, let context else { return }
+        readPaused = false
+        // Frames already buffered come first, then the socket.
+        processFrames(context: context)
+        if !readPaused { requestRead(context: context) }
+    }
+}
+
+@available(*, unavailable)
+extension TCPLinkHandler: Sendable {}

@@ -1,0 +1,213 @@
+public import AgentFlowCore
+public import NIOCore
+public import NIOPosix
+public import Logging
+import Synchronization
+
+/// What a socket transport (`grpc`, `tcp`) adds on top of TLS: the handlers
+/// that speak its wire protocol on one connection.
+public protocol LinkProtocol: Sendable {
+    /// Adds the protocol's handlers to an accepted connection (TLS, if on, is
+    /// already first). Each link it establishes is passed to `accept`.
+    func configureAccepted(_ channel: any Channel, accept: @escaping @Sendable (MeshStream) -> Void) throws
+    /// Adds the protocol's handlers to a dialled connection; the future
+    /// completes with the link once the peer has answered, or fails with a
+    /// `TransportError` (a refused certificate, a wrong node, a timeout).
+    func configureDialled(_ channel: any Channel, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream>
+}
+
+/// Asks a connection's protocol handler to end its links cleanly and close.
+/// Sent with `triggerUserOutboundEvent` on graceful shutdown.
+public struct GracefulCloseEvent: Sendable {
+    public init() {}
+}
+
+/// The socket plumbing `grpc` and `tcp` share: bind and accept on SwiftNIO,
+/// dial with a timeout, TLS first in every pipeline, live connections tracked
+/// so shutdown can close them gracefully, links handed to the listen handler
+/// each in its own task.
+public final class SocketTransportCore: Sendable {
+    public let name: String
+    public let listenAddress: HostPort
+    public let options: SocketLinkOptions
+    public let security: LinkSecurity
+    public let logger: Logger
+    private let linkProtocol: any LinkProtocol
+    private let group: any EventLoopGroup
+
+    private struct State {
+        var bound: Result<HostPort, any Error>?
+        var addressWaiters: [CheckedContinuation<HostPort, any Error>] = []
+        var serverChannel: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var shutDown = false
+    }
+    private let state = Mutex(State())
+
+    public init(name: String, listenAddress: HostPort, options: SocketLinkOptions, security: LinkSecurity,
+                linkProtocol: any LinkProtocol, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.name = name
+        self.listenAddress = listenAddress
+        self.options = options
+        self.security = security
+        self.linkProtocol = linkProtocol
+        self.logger = logger
+        self.group = group
+    }
+
+    public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws {
+        let (streams, continuation) = AsyncStream.makeStream(of: MeshStream.self)
+        let serverChannel: any Channel
+        do {
+            if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the \(name) transport is shut down") }
+            serverChannel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(Self.tcpUserTimeout, value: Self.userTimeout(options))
+                .childChannelOption(.autoRead, value: false)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try self.setUpAccepted(channel, accept: { stream in continuation.yield(stream) })
+                    }
+                }
+                .bind(host: listenAddress.host, port: listenAddress.port).get()
+        } catch let error as TransportError {
+            resolveAddress(.failure(error))
+            throw error
+        } catch {
+            let failure = TransportError(.bindFailed, "the \(name) transport cannot listen on \(listenAddress): \(error)", underlying: error)
+            resolveAddress(.failure(failure))
+            throw failure
+        }
+        let port = serverChannel.localAddress?.port ?? listenAddress.port
+        let shutDownAlready = state.withLock { state -> Bool in
+            state.serverChannel = serverChannel
+            return state.shutDown
+        }
+        resolveAddress(.success(HostPort(host: listenAddress.host, port: port)))
+        if shutDownAlready { serverChannel.close(promise: nil) }
+        logger.info("\(name) transport listening on \(listenAddress.host):\(port)\(security.isPlaintext ? " (plaintext)" : " (mTLS)")")
+
+        serverChannel.closeFuture.whenComplete { _ in continuation.finish() }
+        await withTaskGroup(of: Void.self) { tasks in
+            for await stream in streams {
+                tasks.addTask { await handler(stream) }
+            }
+        }
+    }
+
+    private func setUpAccepted(_ channel: any Channel, accept: @escaping @Sendable (MeshStream) -> Void) throws {
+        if state.withLock({ $0.shutDown }) {
+            channel.close(promise: nil)
+            return
+        }
+        track(channel)
+        if let tls = try security.makeHandler(isServer: true) {
+            try channel.pipeline.syncOperations.addHandler(tls)
+        }
+        try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: name, logger: logger, role: "accepted"))
+        try linkProtocol.configureAccepted(channel, accept: accept)
+    }
+
+    public func listeningAddress() async throws -> HostPort {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<HostPort, any Error>? = state.withLock { state in
+                if let bound = state.bound { return bound }
+                if state.shutDown { return .failure(TransportError(.shutDown, "the \(name) transport is shut down")) }
+                state.addressWaiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
+        if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the \(name) transport is shut down") }
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(options.connectTimeout.timeAmount)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(Self.tcpUserTimeout, value: Self.userTimeout(options))
+                .channelOption(.autoRead, value: false)
+                .connect(host: address.host, port: address.port).get()
+        } catch {
+            throw TransportError(.connectionRefused, "cannot connect to \(address) over \(name): \(error)", underlying: error)
+        }
+        track(channel)
+        let established: EventLoopFuture<MeshStream> = channel.eventLoop.flatSubmit {
+            do {
+                if let tls = try self.security.makeHandler(isServer: false) {
+                    try channel.pipeline.syncOperations.addHandler(tls)
+                }
+                try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: self.name, logger: self.logger, role: "dialled"))
+                let future = try self.linkProtocol.configureDialled(channel, expectedPeer: expectedPeer)
+                channel.read()
+                return future
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
+        do {
+            return try await established.get()
+        } catch {
+            channel.close(promise: nil)
+            if let error = error as? TransportError { throw error }
+            throw TransportError(.handshakeFailed, "the link to \(address) over \(name) failed: \(error)", underlying: error)
+        }
+    }
+
+    public func beginGracefulShutdown() {
+        let (server, connections, waiters) = state.withLock { state in
+            state.shutDown = true
+            defer { state.addressWaiters.removeAll() }
+            return (state.serverChannel, Array(state.connections.values), state.addressWaiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: TransportError(.shutDown, "the \(name) transport shut down before listening")) }
+        server?.close(promise: nil)
+        for connection in connections {
+            connection.triggerUserOutboundEvent(GracefulCloseEvent(), promise: nil)
+        }
+    }
+
+    /// Drops every connection at once, with no clean end on any link: what a
+    /// killed process looks like to its peers (tests simulate crashes with it).
+    /// The transport stays shut down.
+    public func abortAllLinks() {
+        let (server, connections) = state.withLock { state in
+            state.shutDown = true
+            return (state.serverChannel, Array(state.connections.values))
+        }
+        server?.close(promise: nil)
+        for connection in connections { connection.close(promise: nil) }
+    }
+
+    /// TCP_USER_TIMEOUT: the kernel drops a connection whose sent data stays
+    /// unacknowledged this long. It catches a dead peer even while backpressure
+    /// keeps keepalive pings queued behind data.
+    static let tcpUserTimeout = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
+    static func userTimeout(_ options: SocketLinkOptions) -> SocketOptionValue {
+        SocketOptionValue(options.deadPeerTimeout.timeAmount.nanoseconds / 1_000_000)
+    }
+
+    private func track(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        state.withLock { $0.connections[id] = channel }
+        channel.closeFuture.whenComplete { _ in
+            _ = self.state.withLock { $0.connections.removeValue(forKey: id) }
+        }
+    }
+
+    private func resolveAddress(_ result: Result<HostPort, any Error>) {
+        let waiters = state.withLock { state in
+            state.bound = result
+            defer { state.addressWaiters.removeAll() }
+            return state.addressWaiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// Live connections (accepted and dialled).
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
+}

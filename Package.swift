@@ -114,7 +114,8 @@ let package = Package(
         .target(
             name: "AgentFlowGRPC",
             dependencies: [
-                "AgentFlowCore", "AgentFlowTLS", "AgentFlowTransportKit", "CNGHTTP2",
+                "AgentFlowCore", "AgentFlowTLS", "AgentFlowTransportKit", "AgentFlowProto", "CNGHTTP2",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -183,7 +184,10 @@ let package = Package(
             name: "agentflow-bench",
             dependencies: [
                 "AgentFlowCore", "AgentFlowDiscovery", "AgentFlowSTUN", "AgentFlowTLS",
+                "AgentFlowTransportKit", "AgentFlowTCP", "AgentFlowGRPC", "AgentFlowProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -5,7 +5,8 @@ public import NIOCore
 /// `[u32 big-endian payload length][u8 kind][payload]`.
 ///
 /// Kinds: 0 an `Envelope` (protobuf), 1 end of this side's stream (a clean
-/// half-close), 2 keepalive ping, 3 its pong. Anything else is a protocol
+/// half-close), 2 keepalive ping (sent after an idle interval; needs no answer),
+/// 3 pong (reserved; accepted and ignored). Anything else is a protocol
 /// violation that closes the connection.
 public enum TCPFrame: Equatable, Sendable {
     case envelope(ByteBuffer)

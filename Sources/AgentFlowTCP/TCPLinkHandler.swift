@@ -32,8 +32,11 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
     private var readPaused = false
     private var readPending = false
     private var sentEnd = false
+    /// Our end frame (and so everything before it) has reached the socket.
+    private var endWritten = false
     private var receivedEnd = false
     private var lastReceived = NIODeadline.now()
+    private var lastSent = NIODeadline.now()
     private var timer: RepeatedTask?
     private var prefaceTimeout: Scheduled<Void>?
     private var failure: TransportError?
@@ -98,22 +101,30 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         requestRead(context: context)
     }
 
+    /// Liveness: each side sends a ping when it has sent nothing for a
+    /// keepalive interval, and declares the peer dead when it has received
+    /// nothing for the dead-peer timeout. Pings need no answer, so a side whose
+    /// reading is paused (backpressure) still proves it is alive.
     private func keepalive(context: ChannelHandlerContext) {
-        guard phase == .open, !readPaused else { return }
-        guard context.channel.isWritable else {
-            // Our data is stuck in the socket: the peer reads slowly (backpressure), and its pings
-            // queue behind our data. The kernel's TCP_USER_TIMEOUT (set to the dead-peer timeout)
-            // drops the connection if that data stays unacknowledged, so a dead peer is still caught.
-            lastReceived = .now()
-            return
-        }
-        let silent = NIODeadline.now() - lastReceived
-        if silent > options.deadPeerTimeout.timeAmount {
-            close(context: context, TransportError(.timedOut, "the peer sent nothing for \(silent.nanoseconds / 1_000_000) ms (dead_peer_timeout \(options.deadPeerTimeout.configText))"))
-        } else if silent >= options.keepaliveInterval.timeAmount {
+        guard phase == .open else { return }
+        let now = NIODeadline.now()
+        // Nothing may follow our end frame: the peer closes once it has both ends, and bytes
+        // arriving after that would make its kernel reset the connection under our unread data.
+        if !sentEnd && now - lastSent >= options.keepaliveInterval.timeAmount && context.channel.isWritable {
             var ping = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
             TCPFrame.writeControl(.ping, into: &ping)
             context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+            lastSent = now
+        }
+        guard !readPaused, context.channel.isWritable else {
+            // Paused, we are not reading what the peer sends. Unwritable, our data (and pings)
+            // wait behind a slow reader; the kernel's TCP_USER_TIMEOUT still drops a dead peer.
+            lastReceived = now
+            return
+        }
+        let silent = now - lastReceived
+        if silent > options.deadPeerTimeout.timeAmount {
+            close(context: context, TransportError(.timedOut, "the peer sent nothing for \(silent.nanoseconds / 1_000_000) ms (dead_peer_timeout \(options.deadPeerTimeout.configText))"))
         }
     }
 
@@ -163,12 +174,9 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
             case .end:
                 receivedEnd = true
                 bridge?.finishReading()
-                if sentEnd { context.close(promise: nil) }
-            case .ping:
-                var pong = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
-                TCPFrame.writeControl(.pong, into: &pong)
-                context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
-            case .pong:
+                if endWritten { context.close(promise: nil) }
+            case .ping, .pong:
+                // Liveness only (lastReceived is already updated); pongs are accepted from older peers.
                 break
             }
         }
@@ -265,6 +273,7 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         let bridge = bridge
         let payloadBytes = size - messages.count * TCPFrame.headerSize
         promise.futureResult.whenComplete { _ in bridge?.sent(payloadBytes) }
+        lastSent = .now()
         context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
     }
 
@@ -273,10 +282,11 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         sentEnd = true
         var end = context.channel.allocator.buffer(capacity: TCPFrame.headerSize)
         TCPFrame.writeControl(.end, into: &end)
-        if receivedEnd {
-            context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        } else {
-            context.writeAndFlush(wrapOutboundOut(end), promise: nil)
+        // Close only once the end frame is on the wire and the peer's end has arrived: closing
+        // with our data still queued would lose it (and reset the peer).
+        context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in
+            self.endWritten = true
+            if self.receivedEnd { context.close(promise: nil) }
         }
     }
 

@@ -188,7 +188,9 @@ public final class SocketTransportCore: Sendable {
     /// keeps keepalive pings queued behind data.
     static let tcpUserTimeout = ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: 18))
     static func userTimeout(_ options: SocketLinkOptions) -> SocketOptionValue {
-        SocketOptionValue(options.deadPeerTimeout.timeAmount.nanoseconds / 1_000_000)
+        // Never below 30 s: Linux applies it to zero-window probing too, and a peer
+        // that is merely slow to read must not be dropped.
+        SocketOptionValue(max(options.deadPeerTimeout.timeAmount.nanoseconds / 1_000_000, 30_000))
     }
 
     private func track(_ channel: any Channel) {

@@ -1,4 +1,5 @@
 import AgentFlowCore
+import AgentFlowGRPC
 
 import AgentFlowInMemory
 import AgentFlowProto
@@ -7,19 +8,20 @@ import AgentFlowTLS
 import AgentFlowTransportKit
 import Foundation
 import Logging
+import Testing
 import SwiftProtobuf
 
 /// Every transport the conformance suite runs against. A new transport gets
 /// the whole suite by adding one case here (and its line in `make`).
 enum TransportKind: String, CaseIterable, Sendable, CustomStringConvertible {
-    case memory, tcp
+    case memory, tcp, grpc
 
     var description: String { rawValue }
     var usesSockets: Bool { self != .memory }
 
     /// Short timers so failure cases finish quickly.
     static let testOptions = SocketLinkOptions(
-        maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .milliseconds(200), deadPeerTimeout: .milliseconds(1_500),
+        maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .milliseconds(200), deadPeerTimeout: .seconds(4),
         handshakeTimeout: .milliseconds(1_000), connectTimeout: .seconds(2))
 
     func make(node: String, pki: TestPKI, network: InMemoryNetwork, security: TransportSecurity? = nil,
@@ -32,7 +34,8 @@ enum TransportKind: String, CaseIterable, Sendable, CustomStringConvertible {
                                      queueCapacity: 64, maxMessageBytes: options.maxMessageBytes)
         case .tcp:
             return try TCPTransport(listenAddress: HostPort(host: "127.0.0.1", port: 0), security: security, options: options, logger: logger)
-        //GRPC
+        case .grpc:
+            return try GRPCTransport(listenAddress: HostPort(host: "127.0.0.1", port: 0), security: security, options: options, logger: logger)
 
         }
     }
@@ -43,6 +46,7 @@ func crash(_ transport: any Transport) {
     switch transport {
     case let memory as InMemoryTransport: memory.crash()
     case let tcp as TCPTransport: tcp.crash()
+    case let grpc as GRPCTransport: grpc.crash()
 
     default: preconditionFailure("no crash hook for \(type(of: transport))")
     }
@@ -166,7 +170,9 @@ struct Listener: Sendable {
 
     func stop() async {
         transport.beginGracefulShutdown()
-        _ = try? await withTimeout(.seconds(5)) { try await task.value }
+        let task = task
+        let stopped = await finishes(within: .seconds(5)) { _ = try? await task.value }
+        if !stopped { Issue.record("listen did not return within 5 s of beginGracefulShutdown") }
     }
 }
 

@@ -1,0 +1,166 @@
+import AgentFlowCore
+import AgentFlowGRPC
+import AgentFlowProto
+import AgentFlowTCP
+import AgentFlowTLS
+import AgentFlowTransportKit
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SwiftProtobuf
+
+/// One link, both ends in this process on 127.0.0.1: streaming throughput
+/// (messages/s, MB/s) and ping-pong RTT over one stream, per transport, with
+/// mTLS on, and a raw TCP echo (no TLS, no framing library) as the floor.
+struct LinkBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "link", abstract: "Throughput and RTT of one link per transport.")
+
+    @Option(help: "Transports to run, comma separated: raw, tcp, grpc.")
+    var transports: String = "raw,tcp,grpc"
+
+    @Option(help: "Message payload sizes in bytes, comma separated.")
+    var sizes: String = "200,65536"
+
+    @Option(help: "Seconds of streaming per transport and size.")
+    var seconds: Double = 3
+
+    @Option(help: "Ping-pong round trips per transport.")
+    var roundTrips: Int = 20_000
+
+    @Flag(help: "Turn TLS off (tls.mode: off) for the AgentFlow transports.")
+    var plaintext = false
+
+    func run() async throws {
+        let pki = try BenchPKI()
+        print("link benchmark: one link on 127.0.0.1, both ends in one process, \(plaintext ? "PLAINTEXT" : "mTLS (TLS 1.3, P-256)")")
+        print("| transport | payload | messages/s | MB/s | RTT p50 | RTT p99 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for transport in transports.split(separator: ",").map(String.init) {
+            var rtt: (Double, Double)?
+            for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
+                let (rate, megabytes): (Double, Double)
+                if transport == "raw" {
+                    (rate, megabytes) = try await RawTCPEcho.stream(size: size, seconds: seconds)
+                    if rtt == nil { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips) }
+                } else {
+                    let pair = try await TransportPair(kind: transport, pki: pki, plaintext: plaintext)
+                    (rate, megabytes) = try await pair.stream(size: size, seconds: seconds)
+                    if rtt == nil { rtt = try await pair.pingPong(size: 200, count: roundTrips) }
+                    await pair.stop()
+                }
+                let rttText = rtt.map { String(format: "%.0f µs | %.0f µs", $0.0, $0.1) } ?? "– | –"
+                print(String(format: "| %@ | %d B | %.0f | %.1f | %@ |", transport, size, rate, megabytes, rttText))
+                rtt = (-1, -1)
+            }
+        }
+    }
+}
+
+/// A throwaway CA and two node certificates.
+struct BenchPKI {
+    let directory: String
+    init() throws {
+        directory = NSTemporaryDirectory() + "agentflow-bench-pki-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ca = try CertificateAuthority.makeCA()
+        try ca.certificatePEM.write(toFile: directory + "/ca.pem", atomically: true, encoding: .utf8)
+        for node in ["bench-server", "bench-client"] {
+            let issued = try CertificateAuthority.issueNodeCertificate(nodeID: NodeID(node)!, caCertificatePEM: ca.certificatePEM, caPrivateKeyPEM: ca.privateKeyPEM)
+            try issued.certificatePEM.write(toFile: "\(directory)/\(node).pem", atomically: true, encoding: .utf8)
+            try issued.privateKeyPEM.write(toFile: "\(directory)/\(node).key", atomically: true, encoding: .utf8)
+        }
+    }
+
+    func security(_ node: String) -> TransportSecurity {
+        .mutualTLS(MutualTLSFiles(caCertificateFile: directory + "/ca.pem", certificateFile: "\(directory)/\(node).pem", privateKeyFile: "\(directory)/\(node).key"))
+    }
+}
+
+/// A server transport that echoes or counts, and a client link to it.
+struct TransportPair {
+    let server: any Transport
+    let client: any Transport
+    let link: MeshStream
+    let serverTask: Task<Void, any Error>
+
+    init(kind: String, pki: BenchPKI, plaintext: Bool) async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        var options = SocketLinkOptions.defaults
+        options.maxMessageBytes = 1 << 20
+        func make(_ node: String) throws -> any Transport {
+            let security: TransportSecurity = plaintext ? .plaintext : pki.security(node)
+            let address = HostPort(host: "127.0.0.1", port: 0)
+            switch kind {
+            case "tcp": return try TCPTransport(listenAddress: address, security: security, options: options, logger: logger)
+            case "grpc": return try GRPCTransport(listenAddress: address, security: security, options: options, logger: logger)
+            default: throw ValidationError("unknown transport \(kind): raw, tcp or grpc")
+            }
+        }
+        server = try make("bench-server")
+        client = try make("bench-client")
+        let server = server
+        serverTask = Task {
+            // Answers only messages of task "echo": a stream ends with one, so its
+            // answer proves that everything before it arrived (links are ordered).
+            try await server.listen { link in
+                do {
+                    for try await envelope in link.inbound where envelope.taskLog.task == "echo" {
+                        try await link.outbound.write(envelope)
+                    }
+                } catch {}
+            }
+        }
+        let address = try await server.listeningAddress()
+        link = try await client.connect(to: address, expectedPeer: nil)
+    }
+
+    /// Streams one way for about `seconds`, then waits for the echo of a final marker.
+    func stream(size: Int, seconds: Double) async throws -> (Double, Double) {
+        var envelope = Envelope()
+        envelope.taskLog = .with { $0.line = String(repeating: "x", count: max(0, size - 8)) }
+        var marker = Envelope()
+        marker.taskLog = .with { $0.task = "echo" }
+        let start = ContinuousClock.now
+        let deadline = start + .milliseconds(Int(seconds * 1000))
+        var sent = 0
+        while ContinuousClock.now < deadline {
+            for _ in 0..<256 { try await link.outbound.write(envelope) }
+            sent += 256
+        }
+        try await link.outbound.write(marker)
+        var iterator = link.inbound.makeAsyncIterator()
+        _ = try await iterator.next()
+        let elapsed = (ContinuousClock.now - start).seconds
+        return (Double(sent) / elapsed, Double(sent * size) / elapsed / 1_000_000)
+    }
+
+    func pingPong(size: Int, count: Int) async throws -> (Double, Double) {
+        var envelope = Envelope()
+        envelope.taskLog = .with {
+            $0.task = "echo"
+            $0.line = String(repeating: "x", count: max(0, size - 16))
+        }
+        var iterator = link.inbound.makeAsyncIterator()
+        var samples: [Double] = []
+        samples.reserveCapacity(count)
+        for index in 0..<(count + 1_000) {
+            let start = ContinuousClock.now
+            try await link.outbound.write(envelope)
+            _ = try await iterator.next()
+            if index >= 1_000 { samples.append((ContinuousClock.now - start).seconds * 1_000_000) }
+        }
+        samples.sort()
+        return (samples[samples.count / 2], samples[samples.count * 99 / 100])
+    }
+
+    func stop() async {
+        await link.outbound.finish()
+        client.beginGracefulShutdown()
+        server.beginGracefulShutdown()
+        _ = try? await serverTask.value
+    }
+}
+

@@ -39,20 +39,22 @@ struct LinkBenchmark: AsyncParsableCommand {
         print("|---|---:|---:|---:|---:|---:|")
         for transport in transports.split(separator: ",").map(String.init) {
             var rtt: (Double, Double)?
+            var printedRTT = false
             for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
                 let (rate, megabytes): (Double, Double)
                 if transport == "raw" {
                     (rate, megabytes) = try await RawTCPEcho.stream(size: size, seconds: seconds)
-                    if rtt == nil { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips) }
+                    if !printedRTT { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips) }
                 } else {
                     let pair = try await TransportPair(kind: transport, pki: pki, plaintext: plaintext)
                     (rate, megabytes) = try await pair.stream(size: size, seconds: seconds)
-                    if rtt == nil { rtt = try await pair.pingPong(size: 200, count: roundTrips) }
+                    if !printedRTT { rtt = try await pair.pingPong(size: 200, count: roundTrips) }
                     await pair.stop()
                 }
-                let rttText = rtt.map { String(format: "%.0f µs | %.0f µs", $0.0, $0.1) } ?? "– | –"
+                let rttText = printedRTT ? "– | –" : rtt.map { String(format: "%.0f µs | %.0f µs", $0.0, $0.1) } ?? "– | –"
                 print(String(format: "| %@ | %d B | %.0f | %.1f | %@ |", transport, size, rate, megabytes, rttText))
-                rtt = (-1, -1)
+                rtt = nil
+                printedRTT = true
             }
         }
     }

@@ -8,6 +8,7 @@ import AgentFlowTLS
 import AgentFlowTransportKit
 import Foundation
 import Logging
+import Synchronization
 import Testing
 import SwiftProtobuf
 
@@ -22,7 +23,7 @@ enum TransportKind: String, CaseIterable, Sendable, CustomStringConvertible {
     /// Short timers so failure cases finish quickly.
     static let testOptions = SocketLinkOptions(
         maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .milliseconds(200), deadPeerTimeout: .seconds(4),
-        handshakeTimeout: .milliseconds(1_000), connectTimeout: .seconds(2))
+        handshakeTimeout: .seconds(3), connectTimeout: .seconds(5))
 
     func make(node: String, pki: TestPKI, network: InMemoryNetwork, security: TransportSecurity? = nil,
               options: SocketLinkOptions = Self.testOptions) throws -> any Transport {
@@ -129,22 +130,20 @@ func withTimeout<T: Sendable>(
     }
 }
 
-/// Collects the links a listening transport accepts.
+/// Collects the links a listening transport accepts. Polls rather than
+/// awaiting an AsyncStream, whose cancellation (a timed-out wait) would end it.
 final class AcceptedLinks: Sendable {
-    let stream: AsyncStream<MeshStream>
-    let continuation: AsyncStream<MeshStream>.Continuation
+    private let links = Mutex<[MeshStream]>([])
 
-    init() {
-        (stream, continuation) = AsyncStream.makeStream(of: MeshStream.self)
-    }
+    func add(_ link: MeshStream) { links.withLock { $0.append(link) } }
 
     /// The next accepted link, or nil if none arrives within `timeout`.
     func next(timeout: Duration = .seconds(5)) async -> MeshStream? {
-        let stream = stream
-        return try? await withTimeout(timeout) {
-            var iterator = stream.makeAsyncIterator()
-            guard let link = await iterator.next() else { throw TimeoutError(duration: timeout) }
-            return link
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let link = links.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return link }
+            if ContinuousClock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 }
@@ -161,7 +160,7 @@ struct Listener: Sendable {
         let accepted = AcceptedLinks()
         let task = Task {
             try await transport.listen { link in
-                accepted.continuation.yield(link)
+                accepted.add(link)
             }
         }
         let address = try await transport.listeningAddress()

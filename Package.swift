@@ -171,6 +171,7 @@ let package = Package(
                 "AgentFlowInMemory",
                 "AgentFlowTLS",
                 "AgentFlowGRPC",
+                "AgentFlowTCP",
                 "AgentFlowDiscovery",
                 "AgentFlowSignal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

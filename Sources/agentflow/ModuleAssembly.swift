@@ -1,5 +1,7 @@
 import AgentFlowCore
+import AgentFlowGRPC
 import AgentFlowInMemory
+import AgentFlowTCP
 
 /// The modules this build of `agentflow` links, registered by name. A
 /// distribution that adds its own transport or discovery backend builds its
@@ -7,6 +9,9 @@ import AgentFlowInMemory
 enum ModuleAssembly {
     static func registry() -> ModuleRegistry {
         var registry = ModuleRegistry()
+        // The first registered transport is the default: gRPC, which any gRPC client can reach.
+        registry.register(transport: GRPCTransportModule.self)
+        registry.register(transport: TCPTransportModule.self)
         registry.register(transport: InMemoryTransportModule.self)
         registry.register(discovery: InMemoryDiscoveryModule.self)
         return registry

@@ -135,6 +135,10 @@ enum RawConnection {
 }
 
 /// Runs a program with a time limit, returning its combined output.
+///
+/// Reads without blocking until the program exits: a process spawned at the
+/// same moment by another test (redis-server, say) can inherit the pipe's
+/// write end, so waiting for end-of-file could wait forever.
 func runProcess(_ path: String, _ arguments: [String], input: String, timeout: Double) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
@@ -145,14 +149,31 @@ func runProcess(_ path: String, _ arguments: [String], input: String, timeout: D
     process.standardOutput = output
     process.standardError = output
     try process.run()
-    stdin.fileHandleForWriting.write(Data(input.utf8))
+    if !input.isEmpty { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    let descriptor = output.fileHandleForReading.fileDescriptor
+    _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+    var collected: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    func drain() {
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            guard count > 0 else { return }
+            collected += buffer.prefix(count)
+        }
+    }
     let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(50_000) }
+    while process.isRunning && Date() < deadline {
+        drain()
+        usleep(20_000)
+    }
     if process.isRunning {
         try? stdin.fileHandleForWriting.close()
         usleep(500_000)
         if process.isRunning { process.terminate() }
     }
     process.waitUntilExit()
-    return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    drain()
+    try? stdin.fileHandleForWriting.close()
+    try? output.fileHandleForReading.close()
+    return String(decoding: collected, as: UTF8.self)
 }

@@ -89,22 +89,25 @@ struct TransportConformanceTests {
 
     @Test("a slow reader makes the writer wait: memory stays bounded", arguments: TransportKind.allCases)
     func backpressure(kind: TransportKind) async throws {
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network))
-        let client = try kind.make(node: "client", pki: pki, network: network)
+        // A 64 KiB message limit keeps HTTP/2 windows at their 1 MiB floor.
+        var options = TransportKind.testOptions
+        options.maxMessageBytes = 64 * 1024
+        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, options: options))
+        let client = try kind.make(node: "client", pki: pki, network: network, options: options)
         let link = try await client.connect(to: server.address, expectedPeer: nil)
         let accepted = try #require(await server.accepted.next())
         let written = Atomic<Int>(0)
-        // 16 KiB messages: 64 MiB if nothing pushed back.
+        // 8 KiB messages: 32 MiB if nothing pushed back.
         let writer = Task {
             for n in 1...4_096 {
-                try await link.outbound.write(message(UInt64(n), padding: 16_384))
+                try await link.outbound.write(message(UInt64(n), padding: 8_192))
                 written.add(1, ordering: .relaxed)
             }
         }
         try await Task.sleep(for: .milliseconds(700))
         let stalledAt = written.load(ordering: .relaxed)
-        // Socket buffers, HTTP/2 windows and the bridges together hold a few MiB at most.
-        #expect(stalledAt < 1_024, "the writer should stall while nobody reads (\(stalledAt) messages of 16 KiB written)")
+        // Socket buffers, HTTP/2 windows and the bridges together hold a few MiB at most (< 12 MiB).
+        #expect(stalledAt < 1_536, "the writer should stall while nobody reads (\(stalledAt) messages of 8 KiB written)")
         try await Task.sleep(for: .milliseconds(300))
         #expect(written.load(ordering: .relaxed) - stalledAt < 64, "the writer kept going without a reader")
         // Now read everything: the writer finishes.

@@ -284,7 +284,8 @@ public final class LinkBridge: Sendable {
 extension LinkBridge {
     /// The bridge as the `MeshStream` the mesh sees.
     public func meshStream(peer: PeerIdentity) -> MeshStream {
-        MeshStream(peer: peer, inbound: InboundEnvelopes(next: { try await self.read() }), outbound: BridgeWriter(bridge: self))
+        MeshStream(peer: peer, inbound: InboundEnvelopes(next: { try await self.read() }), outbound: BridgeWriter(bridge: self),
+                   executor: EventLoopTaskExecutor.for(eventLoop))
     }
 }
 

@@ -92,7 +92,8 @@ public final class SocketTransportCore: Sendable {
         serverChannel.closeFuture.whenComplete { _ in continuation.finish() }
         await withTaskGroup(of: Void.self) { tasks in
             for await stream in streams {
-                tasks.addTask { await handler(stream) }
+                // On the link's own event loop: no thread hop per message (see EventLoopTaskExecutor).
+                tasks.addTask(executorPreference: stream.executor) { await handler(stream) }
             }
         }
     }

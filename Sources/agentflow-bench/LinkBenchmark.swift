@@ -29,6 +29,9 @@ struct LinkBenchmark: AsyncParsableCommand {
     @Option(help: "Ping-pong round trips per transport.")
     var roundTrips: Int = 20_000
 
+    @Option(help: "Run the client's ping-pong loop on the link's event loop (true, as the server's link handlers run) or on the global pool (false).")
+    var onLoop = true
+
     @Flag(help: "Turn TLS off (tls.mode: off) for the AgentFlow transports.")
     var plaintext = false
 
@@ -44,11 +47,16 @@ struct LinkBenchmark: AsyncParsableCommand {
                 let (rate, megabytes): (Double, Double)
                 if transport == "raw" {
                     (rate, megabytes) = try await RawTCPEcho.stream(size: size, seconds: seconds)
-                    if !printedRTT { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips) }
+                    if !printedRTT { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips, onLoop: onLoop) }
                 } else {
                     let pair = try await TransportPair(kind: transport, pki: pki, plaintext: plaintext)
                     (rate, megabytes) = try await pair.stream(size: size, seconds: seconds)
-                    if !printedRTT { rtt = try await pair.pingPong(size: 200, count: roundTrips) }
+                    if !printedRTT {
+                        let pair = pair
+                        rtt = try await withTaskExecutorPreference(onLoop ? pair.link.executor : nil) {
+                            try await pair.pingPong(size: 200, count: roundTrips)
+                        }
+                    }
                     await pair.stop()
                 }
                 let rttText = printedRTT ? "– | –" : rtt.map { String(format: "%.0f µs | %.0f µs", $0.0, $0.1) } ?? "– | –"

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import AgentFlowTransportKit
 
 /// The floor: plain NIO TCP on 127.0.0.1 with a 4-byte length prefix, no TLS,
 /// no protobuf, no bridge. Streaming counts bytes at the server; ping-pong
@@ -92,8 +93,16 @@ enum RawTCPEcho {
         }
     }
 
-    static func pingPong(size: Int, count: Int) async throws -> (Double, Double) {
+    static func pingPong(size: Int, count: Int, onLoop: Bool) async throws -> (Double, Double) {
         try await withConnection { channel, replies in
+            try await withTaskExecutorPreference(onLoop ? EventLoopTaskExecutor.for(channel.eventLoop) : nil) {
+                try await loop(channel: channel, replies: replies, size: size, count: count)
+            }
+        }
+    }
+
+    static func loop(channel: any Channel, replies: AsyncStream<Void>, size: Int, count: Int) async throws -> (Double, Double) {
+        do {
             let frame = frame(size: size, echo: true)
             var iterator = replies.makeAsyncIterator()
             var samples: [Double] = []

@@ -14,11 +14,16 @@ public struct MeshStream: Sendable {
     public let inbound: InboundEnvelopes
     /// Sends envelopes to the peer.
     public let outbound: any EnvelopeWriter
+    /// Where code that serves this link runs without a thread hop per message
+    /// (a socket link's event loop), or nil. A task that mostly reads and
+    /// writes this link can prefer it: `Task(executorPreference: stream.executor)`.
+    public let executor: (any TaskExecutor)?
 
-    public init(peer: PeerIdentity, inbound: InboundEnvelopes, outbound: any EnvelopeWriter) {
+    public init(peer: PeerIdentity, inbound: InboundEnvelopes, outbound: any EnvelopeWriter, executor: (any TaskExecutor)? = nil) {
         self.peer = peer
         self.inbound = inbound
         self.outbound = outbound
+        self.executor = executor
     }
 }
 

@@ -1,6 +1,7 @@
 public import AgentFlowCore
 public import AgentFlowTransportKit
 public import Logging
+public import CoreMetrics
 import NIOCore
 
 /// The `grpc` transport: real gRPC over HTTP/2 (nghttp2), so any standard
@@ -13,11 +14,11 @@ public final class GRPCTransport: Transport {
     let core: SocketTransportCore
 
     public init(listenAddress: HostPort, security: TransportSecurity, options: SocketLinkOptions = .defaults,
-                logger: Logger = Logger(label: "agentflow.grpc")) throws {
+                logger: Logger = Logger(label: "agentflow.grpc"), metrics: (any MetricsFactory)? = nil) throws {
         let linkSecurity = try LinkSecurity(security, alpn: ["h2"], handshakeTimeout: options.handshakeTimeout, transport: GRPCTransportModule.name, logger: logger)
         core = SocketTransportCore(
             name: GRPCTransportModule.name, listenAddress: listenAddress, options: options, security: linkSecurity,
-            linkProtocol: GRPCLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger)
+            linkProtocol: GRPCLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger, metrics: metrics)
     }
 
     public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws { try await core.listen(handler) }

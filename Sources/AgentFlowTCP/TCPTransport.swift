@@ -1,6 +1,7 @@
 public import AgentFlowCore
 public import AgentFlowTransportKit
 public import Logging
+public import CoreMetrics
 import NIOCore
 
 /// The `tcp` transport: envelopes as length-prefixed frames over TCP, behind
@@ -12,11 +13,11 @@ public final class TCPTransport: Transport {
     let core: SocketTransportCore
 
     public init(listenAddress: HostPort, security: TransportSecurity, options: SocketLinkOptions = .defaults,
-                logger: Logger = Logger(label: "agentflow.tcp")) throws {
+                logger: Logger = Logger(label: "agentflow.tcp"), metrics: (any MetricsFactory)? = nil) throws {
         let linkSecurity = try LinkSecurity(security, alpn: [Self.alpn], handshakeTimeout: options.handshakeTimeout, transport: TCPTransportModule.name, logger: logger)
         core = SocketTransportCore(
             name: TCPTransportModule.name, listenAddress: listenAddress, options: options, security: linkSecurity,
-            linkProtocol: TCPLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger)
+            linkProtocol: TCPLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger, metrics: metrics)
     }
 
     public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws { try await core.listen(handler) }

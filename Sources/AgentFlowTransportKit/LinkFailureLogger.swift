@@ -14,11 +14,13 @@ final class LinkFailureLogger: ChannelInboundHandler, RemovableChannelHandler {
     let transport: String
     let logger: Logger
     let role: String
+    let metrics: any MetricsFactory
 
-    init(transport: String, logger: Logger, role: String) {
+    init(transport: String, logger: Logger, role: String, metrics: any MetricsFactory) {
         self.transport = transport
         self.logger = logger
         self.role = role
+        self.metrics = metrics
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -27,7 +29,7 @@ final class LinkFailureLogger: ChannelInboundHandler, RemovableChannelHandler {
             logger.warning("\(transport): TLS handshake with \(remote) (\(role)) refused: \(error.reason)")
             Counter(label: "agentflow_link_handshake_failures_total", dimensions: [
                 ("transport", transport), ("role", role), ("reason", Self.category(error.reason)),
-            ]).increment()
+            ], factory: metrics).increment()
         }
         context.fireErrorCaught(error)
     }

@@ -3,6 +3,7 @@ public import NIOCore
 public import NIOPosix
 public import Logging
 import Synchronization
+public import CoreMetrics
 
 /// What a socket transport (`grpc`, `tcp`) adds on top of TLS: the handlers
 /// that speak its wire protocol on one connection.
@@ -34,6 +35,8 @@ public final class SocketTransportCore: Sendable {
     public let logger: Logger
     private let linkProtocol: any LinkProtocol
     private let group: any EventLoopGroup
+    /// Where refused handshakes are counted; the process-wide factory unless given.
+    private let metrics: any MetricsFactory
 
     private struct State {
         var bound: Result<HostPort, any Error>?
@@ -45,7 +48,9 @@ public final class SocketTransportCore: Sendable {
     private let state = Mutex(State())
 
     public init(name: String, listenAddress: HostPort, options: SocketLinkOptions, security: LinkSecurity,
-                linkProtocol: any LinkProtocol, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                linkProtocol: any LinkProtocol, logger: Logger, metrics: (any MetricsFactory)? = nil,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.metrics = metrics ?? MetricsSystem.factory
         self.name = name
         self.listenAddress = listenAddress
         self.options = options
@@ -107,7 +112,7 @@ public final class SocketTransportCore: Sendable {
         if let tls = try security.makeHandler(isServer: true) {
             try channel.pipeline.syncOperations.addHandler(tls)
         }
-        try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: name, logger: logger, role: "accepted"))
+        try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: name, logger: logger, role: "accepted", metrics: metrics))
         try linkProtocol.configureAccepted(channel, accept: accept)
     }
 
@@ -142,7 +147,7 @@ public final class SocketTransportCore: Sendable {
                 if let tls = try self.security.makeHandler(isServer: false) {
                     try channel.pipeline.syncOperations.addHandler(tls)
                 }
-                try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: self.name, logger: self.logger, role: "dialled"))
+                try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: self.name, logger: self.logger, role: "dialled", metrics: self.metrics))
                 let future = try self.linkProtocol.configureDialled(channel, expectedPeer: expectedPeer)
                 channel.read()
                 return future

@@ -77,6 +77,41 @@ struct CLITests {
         #expect(bad.stderr.contains("AGENTFLOW_MASTER__MESH__MAX_PEERS"))
     }
 
+    @Test("certs creates a CA and node certificates with safe permissions, and refuses to overwrite")
+    func certs() throws {
+        let directory = NSTemporaryDirectory() + "agentflow-certs-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ca = try Self.run(["certs", "ca", "--dir", "\(directory)/ca"])
+        #expect(ca.status == 0, "\(ca.stderr)")
+        let node = try Self.run(["certs", "node", "master-a", "--ca-dir", "\(directory)/ca", "--out", "\(directory)/a"])
+        #expect(node.status == 0, "\(node.stderr)")
+        func mode(_ path: String) throws -> Int {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1
+        }
+        #expect(try mode("\(directory)/ca/ca.key") == 0o600)
+        #expect(try mode("\(directory)/a/node.key") == 0o600)
+        #expect(try mode("\(directory)/a") == 0o700)
+        #expect(try mode("\(directory)/a/node.pem") == 0o644)
+        // A real tool agrees: the node certificate chains to the CA and names the node.
+        let verify = Process()
+        verify.executableURL = URL(filePath: "/usr/bin/openssl")
+        verify.arguments = ["verify", "-CAfile", "\(directory)/a/ca.pem", "-purpose", "sslclient", "\(directory)/a/node.pem"]
+        let output = Pipe()
+        verify.standardOutput = output
+        try verify.run()
+        verify.waitUntilExit()
+        #expect(verify.terminationStatus == 0)
+        let pem = try String(contentsOfFile: "\(directory)/a/node.pem", encoding: .utf8)
+        #expect(pem.hasPrefix("-----BEGIN CERTIFICATE-----"))
+        // No silent overwrite; bad ids are refused with the rules.
+        let again = try Self.run(["certs", "node", "master-a", "--ca-dir", "\(directory)/ca", "--out", "\(directory)/a"])
+        #expect(again.status != 0 && again.stderr.contains("--force"), "\(again.stderr)")
+        let bad = try Self.run(["certs", "node", "Not An Id", "--ca-dir", "\(directory)/ca", "--out", "\(directory)/b"])
+        #expect(bad.status != 0 && bad.stderr.contains("not a valid node id"), "\(bad.stderr)")
+        let noCA = try Self.run(["certs", "node", "master-b", "--ca-dir", "\(directory)/missing", "--out", "\(directory)/b"])
+        #expect(noCA.status != 0 && noCA.stderr.contains("agentflow certs ca"), "\(noCA.stderr)")
+    }
+
     @Test("usage errors are explained")
     func usage() throws {
         let result = try Self.run(["config", "check"])

@@ -1,4 +1,7 @@
 import AgentFlowCore
+import AgentFlowGRPC
+import AgentFlowTCP
+import Prometheus
 import AgentFlowInMemory
 import AgentFlowProto
 import AgentFlowTLS
@@ -64,6 +67,31 @@ struct LinkSecurityTests {
         let good = try kind.make(node: "client", pki: pki, network: network)
         let link = try await good.connect(to: server.address, expectedPeer: NodeID("server"))
         #expect(link.peer.certifiedNodeID == NodeID("server"))
+        await server.stop()
+    }
+
+    @Test("refused handshakes are counted in metrics by reason", arguments: socketKinds)
+    func refusalsAreCounted(kind: TransportKind) async throws {
+        let registry = PrometheusCollectorRegistry()
+        let factory = PrometheusMetricsFactory(registry: registry)
+        let security = try pki.security(for: "server")
+        let address = HostPort(host: "127.0.0.1", port: 0)
+        let transport: any Transport = switch kind {
+        case .tcp: try TCPTransport(listenAddress: address, security: security, options: TransportKind.testOptions, metrics: factory)
+        default: try GRPCTransport(listenAddress: address, security: security, options: TransportKind.testOptions, metrics: factory)
+        }
+        let server = try await Listener.start(transport)
+        let (expired, _) = try badSecurity(.expired)
+        let client = try kind.make(node: "client", pki: pki, network: network, security: expired)
+        _ = try? await client.connect(to: server.address, expectedPeer: nil)
+        // The server logs and counts its refusal as the connection closes; give it a moment.
+        var text = ""
+        for _ in 0..<50 where !text.contains("reason=\"expired\"") {
+            try await Task.sleep(for: .milliseconds(20))
+            text = registry.emitToString()
+        }
+        #expect(text.contains("agentflow_link_handshake_failures_total"), "\(text)")
+        #expect(text.contains("reason=\"expired\"") && text.contains("role=\"accepted\"") && text.contains("transport=\"\(kind.rawValue)\""), "\(text)")
         await server.stop()
     }
 

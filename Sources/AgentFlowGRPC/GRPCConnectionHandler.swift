@@ -189,7 +189,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         guard let context, !pumping, !insideSession, phase != .closed else { return }
         pumping = true
         defer { pumping = false }
-        var wrote = false
+        // Flush each chunk as it is written: a flush can make the channel writable again from
+        // inside this loop (the nested pump is skipped), so writability is re-read every round.
         while context.channel.isWritable {
             var buffer = context.channel.allocator.buffer(capacity: 16_384)
             do {
@@ -199,10 +200,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
                 return
             }
             guard buffer.readableBytes > 0 else { break }
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            wrote = true
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
-        if wrote { context.flush() }
         if phase == .closing && streams.isEmpty && !session.wantsWrite {
             phase = .closed
             finishAll(TransportError(.linkClosed, "the connection closed"))

@@ -55,16 +55,19 @@ struct TransportConformanceTests {
         await b.stop()
     }
 
-    @Test("streams both ways at once, in order, many and large messages", arguments: TransportKind.allCases)
-    func orderedBidirectionalStreaming(kind: TransportKind) async throws {
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network))
-        let client = try kind.make(node: "client", pki: pki, network: network)
+    @Test("streams both ways at once, in order, many and large messages", arguments: TransportKind.allCases, [false, true])
+    func orderedBidirectionalStreaming(kind: TransportKind, plaintext: Bool) async throws {
+        // Plaintext (h2c for grpc) has its own write path: without TLS between, a flush can flip writability.
+        if kind == .memory && plaintext { return }
+        let security: TransportSecurity? = plaintext ? .plaintext : nil
+        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, security: security))
+        let client = try kind.make(node: "client", pki: pki, network: network, security: security)
         let link = try await client.connect(to: server.address, expectedPeer: NodeID("server"))
         let accepted = try #require(await server.accepted.next())
         // 20,000 small messages each way, with a 1 MiB and a 3 MiB one in the middle.
         let count: UInt64 = 20_000
         @Sendable func size(_ n: UInt64) -> Int { n == 5_000 ? 1 << 20 : n == 12_345 ? 3 << 20 : Int(n % 300) }
-        try await withTimeout(.seconds(60)) {
+        try await withTimeout(.seconds(45)) {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for side in [link, accepted] {
                     group.addTask {

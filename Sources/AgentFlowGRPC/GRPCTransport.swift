@@ -9,9 +9,9 @@ import NIOCore
 /// the shared OpenSSL mTLS with ALPN `h2`. With TLS explicitly off it speaks
 /// h2c with prior knowledge. Each dialled link is its own connection; an
 /// accepted connection may carry up to 16 concurrent calls, each a link.
-public final class GRPCTransport: Transport {
+public final class GRPCTransport: SocketTransport {
     public let name = GRPCTransportModule.name
-    let core: SocketTransportCore
+    public let core: SocketTransportCore
 
     public init(listenAddress: HostPort, security: TransportSecurity, options: SocketLinkOptions = .defaults,
                 logger: Logger = Logger(label: "agentflow.grpc"), metrics: (any MetricsFactory)? = nil) throws {
@@ -20,15 +20,6 @@ public final class GRPCTransport: Transport {
             name: GRPCTransportModule.name, listenAddress: listenAddress, options: options, security: linkSecurity,
             linkProtocol: GRPCLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger, metrics: metrics)
     }
-
-    public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws { try await core.listen(handler) }
-    public func listeningAddress() async throws -> HostPort { try await core.listeningAddress() }
-    public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
-        try await core.connect(to: address, expectedPeer: expectedPeer)
-    }
-    public func beginGracefulShutdown() { core.beginGracefulShutdown() }
-    /// Drops every link with no clean end, as a killed process would (tests).
-    public func crash() { core.abortAllLinks() }
 }
 
 struct GRPCLinkProtocol: LinkProtocol {

@@ -7,10 +7,10 @@ import NIOCore
 /// The `tcp` transport: envelopes as length-prefixed frames over TCP, behind
 /// the shared OpenSSL mTLS. The leanest socket transport; for peers that need
 /// no gRPC interoperability. ALPN `agentflow-tcp/1`.
-public final class TCPTransport: Transport {
+public final class TCPTransport: SocketTransport {
     public static let alpn = "agentflow-tcp/1"
     public let name = TCPTransportModule.name
-    let core: SocketTransportCore
+    public let core: SocketTransportCore
 
     public init(listenAddress: HostPort, security: TransportSecurity, options: SocketLinkOptions = .defaults,
                 logger: Logger = Logger(label: "agentflow.tcp"), metrics: (any MetricsFactory)? = nil) throws {
@@ -19,15 +19,6 @@ public final class TCPTransport: Transport {
             name: TCPTransportModule.name, listenAddress: listenAddress, options: options, security: linkSecurity,
             linkProtocol: TCPLinkProtocol(options: options, usesTLS: !linkSecurity.isPlaintext), logger: logger, metrics: metrics)
     }
-
-    public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws { try await core.listen(handler) }
-    public func listeningAddress() async throws -> HostPort { try await core.listeningAddress() }
-    public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
-        try await core.connect(to: address, expectedPeer: expectedPeer)
-    }
-    public func beginGracefulShutdown() { core.beginGracefulShutdown() }
-    /// Drops every link with no clean end, as a killed process would (tests).
-    public func crash() { core.abortAllLinks() }
 }
 
 struct TCPLinkProtocol: LinkProtocol {

@@ -219,3 +219,21 @@ public final class SocketTransportCore: Sendable {
     /// Live connections (accepted and dialled).
     public var connectionCount: Int { state.withLock { $0.connections.count } }
 }
+
+/// A transport built on `SocketTransportCore`: conforming types only set up
+/// their `core` (name, TLS, wire protocol); the `Transport` requirements come
+/// from here.
+public protocol SocketTransport: Transport {
+    var core: SocketTransportCore { get }
+}
+
+extension SocketTransport {
+    public func listen(_ handler: @escaping @Sendable (MeshStream) async -> Void) async throws { try await core.listen(handler) }
+    public func listeningAddress() async throws -> HostPort { try await core.listeningAddress() }
+    public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
+        try await core.connect(to: address, expectedPeer: expectedPeer)
+    }
+    public func beginGracefulShutdown() { core.beginGracefulShutdown() }
+    /// Drops every link with no clean end, as a killed process would (tests).
+    public func crash() { core.abortAllLinks() }
+}

@@ -23,7 +23,7 @@ enum TransportKind: String, CaseIterable, Sendable, CustomStringConvertible {
     /// Short timers so failure cases finish quickly.
     static let testOptions = SocketLinkOptions(
         maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .milliseconds(200), deadPeerTimeout: .seconds(4),
-        handshakeTimeout: .seconds(3), connectTimeout: .seconds(5))
+        handshakeTimeout: .seconds(5), connectTimeout: .seconds(5))
 
     func make(node: String, pki: TestPKI, network: InMemoryNetwork, security: TransportSecurity? = nil,
               options: SocketLinkOptions = Self.testOptions) throws -> any Transport {
@@ -46,8 +46,7 @@ enum TransportKind: String, CaseIterable, Sendable, CustomStringConvertible {
 func crash(_ transport: any Transport) {
     switch transport {
     case let memory as InMemoryTransport: memory.crash()
-    case let tcp as TCPTransport: tcp.crash()
-    case let grpc as GRPCTransport: grpc.crash()
+    case let socket as any SocketTransport: socket.crash()
 
     default: preconditionFailure("no crash hook for \(type(of: transport))")
     }

@@ -47,7 +47,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     private var pumping = false
     private var insideSession = false
     private var deferredCredit: [(Int32, Int)] = []
-    private var readPending = false
 
     var isClient: Bool { if case .client = role { true } else { false } }
 
@@ -71,6 +70,8 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        // A dial that never connected still answers its caller.
+        finishAll(failure ?? TransportError(.connectionRefused, "the connection closed before the link was established"))
         self.context = nil
     }
 
@@ -128,7 +129,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             handler.keepalive(context: context)
         }
         pump()
-        requestRead(context: context)
     }
 
     private func keepalive(context: ChannelHandlerContext) {
@@ -145,7 +145,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
     // MARK: Bytes in
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        readPending = false
         guard phase != .closed else { return }
         lastReceived = .now()
         let bytes = unwrapInboundIn(data)
@@ -162,18 +161,6 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             return
         }
         pump()
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        // HTTP/2 flow control bounds what the peer may send, so reading never pauses.
-        requestRead(context: context)
-        context.fireChannelReadComplete()
-    }
-
-    private func requestRead(context: ChannelHandlerContext) {
-        guard !readPending, phase != .closed else { return }
-        readPending = true
-        context.read()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

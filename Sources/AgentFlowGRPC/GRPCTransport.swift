@@ -31,9 +31,9 @@ struct GRPCLinkProtocol: LinkProtocol {
             GRPCConnectionHandler(role: .server(accept: accept), usesTLS: usesTLS, options: options, transportName: GRPCTransportModule.name))
     }
 
-    func configureDialled(_ channel: any Channel, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream> {
+    func configureDialled(_ channel: any Channel, address: HostPort, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream> {
         let promise = channel.eventLoop.makePromise(of: MeshStream.self)
-        let authority = channel.remoteAddress.map { "\($0.ipAddress ?? "localhost"):\($0.port ?? 0)" } ?? "localhost"
+        let authority = address.description
         try channel.pipeline.syncOperations.addHandler(
             GRPCConnectionHandler(role: .client(promise, expectedPeer: expectedPeer, authority: authority), usesTLS: usesTLS,
                                   options: options, transportName: GRPCTransportModule.name))

@@ -6,9 +6,9 @@ import NIOCore
 
 /// One `tcp` link on one connection: waits for TLS (if on), exchanges the
 /// preface, then turns frames into envelopes for the `LinkBridge` and the
-/// bridge's batches into frames. Reads only on demand (autoRead is off), so a
-/// slow consumer stops the socket and TCP's own window pushes back on the
-/// sender. Pings when idle; closes a peer silent past the dead-peer timeout.
+/// bridge's batches into frames. A slow consumer turns the channel's autoRead
+/// off until it catches up, so the socket stops being read and TCP's own
+/// window pushes back on the sender. Pings when idle; closes a peer silent past the dead-peer timeout.
 final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -30,7 +30,6 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
     private var bridge: LinkBridge?
     private var identity: PeerIdentity?
     private var readPaused = false
-    private var readPending = false
     private var sentEnd = false
     /// Our end frame (and so everything before it) has reached the socket.
     private var endWritten = false
@@ -56,6 +55,8 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        // A dial that never connected still answers its caller.
+        finish(failure ?? TransportError(.connectionRefused, "the connection closed before the link was established"))
         self.context = nil
     }
 
@@ -98,7 +99,6 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
             let (handler, context) = loopBound.value
             handler.keepalive(context: context)
         }
-        requestRead(context: context)
     }
 
     /// Liveness: each side sends a ping when it has sent nothing for a
@@ -129,7 +129,6 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        readPending = false
         guard phase == .awaitingPreface || phase == .open else { return }
         var bytes = unwrapInboundIn(data)
         lastReceived = .now()
@@ -170,7 +169,10 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
                     close(context: context, TransportError(.protocolViolation, "\(transportName) link: an envelope did not decode: \(error)"))
                     return
                 }
-                if bridge?.deliver(envelope, wireBytes: payload.readableBytes + TCPFrame.headerSize) == true { readPaused = true }
+                if bridge?.deliver(envelope, wireBytes: payload.readableBytes + TCPFrame.headerSize) == true && !readPaused {
+                    readPaused = true
+                    setAutoRead(false, context: context)
+                }
             case .end:
                 receivedEnd = true
                 bridge?.finishReading()
@@ -195,15 +197,9 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if !readPaused { requestRead(context: context) }
-        context.fireChannelReadComplete()
-    }
-
-    private func requestRead(context: ChannelHandlerContext) {
-        guard !readPending, phase != .closed else { return }
-        readPending = true
-        context.read()
+    /// Pauses or resumes reading the socket (the consumer's backpressure).
+    private func setAutoRead(_ on: Bool, context: ChannelHandlerContext) {
+        try? context.channel.syncOptions?.setOption(.autoRead, value: on)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -295,7 +291,7 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         readPaused = false
         // Frames already buffered come first, then the socket.
         processFrames(context: context)
-        if !readPaused { requestRead(context: context) }
+        if !readPaused { setAutoRead(true, context: context) }
     }
 }
 

@@ -30,7 +30,7 @@ struct TCPLinkProtocol: LinkProtocol {
             TCPLinkHandler(role: .accepted(accept), usesTLS: usesTLS, options: options, transportName: TCPTransportModule.name))
     }
 
-    func configureDialled(_ channel: any Channel, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream> {
+    func configureDialled(_ channel: any Channel, address: HostPort, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream> {
         let promise = channel.eventLoop.makePromise(of: MeshStream.self)
         try channel.pipeline.syncOperations.addHandler(
             TCPLinkHandler(role: .dialled(promise, expectedPeer: expectedPeer), usesTLS: usesTLS, options: options, transportName: TCPTransportModule.name))

@@ -55,7 +55,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handler.fail(context: context, TLSHandshakeError(reason: "no TLS handshake within \(limit.nanoseconds / 1_000_000) ms", details: []))
         }
         if connection.context.role == .client { advanceHandshake(context: context) }
-        // The layers above (autoRead off) read only once the link is up: the handshake reads for itself.
+        // The handshake reads for itself, even while a layer above has autoRead off.
         context.read()
     }
 
@@ -92,7 +92,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireChannelReadComplete()
         } else if state == .handshaking || state == .established {
             // Nothing for the layers above yet (a handshake step, a partial record): ask for more
-            // bytes, since a layer above with autoRead off has no reason to.
+            // bytes, since a layer above that paused reading has no reason to.
             context.read()
             context.fireChannelReadComplete()
         }

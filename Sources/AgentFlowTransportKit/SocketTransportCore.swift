@@ -11,10 +11,11 @@ public protocol LinkProtocol: Sendable {
     /// Adds the protocol's handlers to an accepted connection (TLS, if on, is
     /// already first). Each link it establishes is passed to `accept`.
     func configureAccepted(_ channel: any Channel, accept: @escaping @Sendable (MeshStream) -> Void) throws
-    /// Adds the protocol's handlers to a dialled connection; the future
+    /// Adds the protocol's handlers to a connection being dialled to `address`
+    /// (before it connects); the future
     /// completes with the link once the peer has answered, or fails with a
     /// `TransportError` (a refused certificate, a wrong node, a timeout).
-    func configureDialled(_ channel: any Channel, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream>
+    func configureDialled(_ channel: any Channel, address: HostPort, expectedPeer: NodeID?) throws -> EventLoopFuture<MeshStream>
 }
 
 /// Asks a connection's protocol handler to end its links cleanly and close.
@@ -70,7 +71,6 @@ public final class SocketTransportCore: Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(Self.tcpUserTimeout, value: Self.userTimeout(options))
-                .childChannelOption(.autoRead, value: false)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.setUpAccepted(channel, accept: { stream in continuation.yield(stream) })
@@ -130,33 +130,38 @@ public final class SocketTransportCore: Sendable {
 
     public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
         if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the \(name) transport is shut down") }
+        // The handlers go in before the connection exists: bytes the peer sends at once
+        // (its preface, its SETTINGS) must never reach a pipeline without them.
+        let established = Mutex<EventLoopFuture<MeshStream>?>(nil)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
                 .connectTimeout(options.connectTimeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(Self.tcpUserTimeout, value: Self.userTimeout(options))
-                .channelOption(.autoRead, value: false)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls = try self.security.makeHandler(isServer: false) {
+                            try channel.pipeline.syncOperations.addHandler(tls)
+                        }
+                        try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: self.name, logger: self.logger, role: "dialled", metrics: self.metrics))
+                        let future = try self.linkProtocol.configureDialled(channel, address: address, expectedPeer: expectedPeer)
+                        established.withLock { $0 = future }
+                    }
+                }
                 .connect(host: address.host, port: address.port).get()
+        } catch let error as TransportError {
+            throw error
         } catch {
             throw TransportError(.connectionRefused, "cannot connect to \(address) over \(name): \(error)", underlying: error)
         }
         track(channel)
-        let established: EventLoopFuture<MeshStream> = channel.eventLoop.flatSubmit {
-            do {
-                if let tls = try self.security.makeHandler(isServer: false) {
-                    try channel.pipeline.syncOperations.addHandler(tls)
-                }
-                try channel.pipeline.syncOperations.addHandler(LinkFailureLogger(transport: self.name, logger: self.logger, role: "dialled", metrics: self.metrics))
-                let future = try self.linkProtocol.configureDialled(channel, expectedPeer: expectedPeer)
-                channel.read()
-                return future
-            } catch {
-                return channel.eventLoop.makeFailedFuture(error)
-            }
+        guard let future = established.withLock({ $0 }) else {
+            channel.close(promise: nil)
+            throw TransportError(.connectionRefused, "the link to \(address) over \(name) was not set up")
         }
         do {
-            return try await established.get()
+            return try await future.get()
         } catch {
             channel.close(promise: nil)
             if let error = error as? TransportError { throw error }

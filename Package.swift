@@ -217,6 +217,8 @@ let package = Package(
             name: "AgentFlowCoreTests",
             dependencies: [
                 "AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto",
+                // Only for checking the example configs against the modules `agentflow` registers.
+                "AgentFlowGRPC", "AgentFlowTCP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

@@ -1,4 +1,6 @@
 import AgentFlowCore
+import AgentFlowGRPC
+import AgentFlowTCP
 import Foundation
 import Logging
 import SwiftProtobuf
@@ -46,7 +48,11 @@ struct ConfigDefaultsTests {
 
     @Test("every example config is accepted", arguments: exampleFiles)
     func exampleAccepted(file: String) throws {
-        let (config, yaml) = try ConfigLoader.load(file: file, role: nil, environment: [:], registry: inMemoryRegistry())
+        // The examples name the modules `agentflow` ships, so register those too.
+        var registry = inMemoryRegistry()
+        registry.register(transport: GRPCTransportModule.self)
+        registry.register(transport: TCPTransportModule.self)
+        let (config, yaml) = try ConfigLoader.load(file: file, role: nil, environment: [:], registry: registry)
         #expect(yaml.contains("role: \(config.role.rawValue)"))
     }
 

@@ -35,9 +35,19 @@ struct LinkBenchmark: AsyncParsableCommand {
     @Flag(help: "Turn TLS off (tls.mode: off) for the AgentFlow transports.")
     var plaintext = false
 
+    @Option(help: """
+        Hold a 0 µs PM QoS request on /dev/cpu_dma_latency while measuring (true), as latency \
+        benchmarks such as cyclictest do: idle vCPUs then poll instead of halting, so a round trip \
+        measures the link rather than the hypervisor's wake-up. Needs root; false measures an idle machine as is.
+        """)
+    var holdCPUAwake = true
+
     func run() async throws {
         let pki = try BenchPKI()
+        let qos = holdCPUAwake ? CPUWakeLatencyRequest() : nil
         print("link benchmark: one link on 127.0.0.1, both ends in one process, \(plaintext ? "PLAINTEXT" : "mTLS (TLS 1.3, P-256)")")
+        print("idle vCPUs: \(qos?.description ?? "as configured (no PM QoS request)")")
+        defer { withExtendedLifetime(qos) {} }
         print("| transport | payload | messages/s | MB/s | RTT p50 | RTT p99 |")
         print("|---|---:|---:|---:|---:|---:|")
         for transport in transports.split(separator: ",").map(String.init) {
@@ -174,3 +184,23 @@ struct TransportPair {
     }
 }
 
+
+/// A PM QoS request for 0 µs of CPU wake-up latency, held while this object lives.
+final class CPUWakeLatencyRequest: CustomStringConvertible {
+    private let descriptor: Int32
+
+    init?() {
+        let descriptor = open("/dev/cpu_dma_latency", O_WRONLY)
+        guard descriptor >= 0 else { return nil }
+        var zero: Int32 = 0
+        guard write(descriptor, &zero, 4) == 4 else {
+            close(descriptor)
+            return nil
+        }
+        self.descriptor = descriptor
+    }
+
+    deinit { close(descriptor) }
+
+    var description: String { "kept polling (PM QoS 0 µs on /dev/cpu_dma_latency)" }
+}

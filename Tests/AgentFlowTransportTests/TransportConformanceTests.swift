@@ -19,6 +19,17 @@ struct TransportConformanceTests {
 
     init() throws { pki = try TestPKI() }
 
+    /// A listening "server" transport, a "client" transport, the client's link
+    /// to the server (checked to reach node "server") and the server's side of it.
+    func linkPair(_ kind: TransportKind, security: TransportSecurity? = nil, options: SocketLinkOptions = TransportKind.testOptions)
+        async throws -> (Listener, any Transport, MeshStream, MeshStream) {
+        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, security: security, options: options))
+        let client = try kind.make(node: "client", pki: pki, network: network, security: security, options: options)
+        let link = try await client.connect(to: server.address, expectedPeer: security == .plaintext ? nil : NodeID("server"))
+        let accepted = try #require(await server.accepted.next())
+        return (server, client, link, accepted)
+    }
+
     @Test("links connect both ways, with proven identities", arguments: TransportKind.allCases)
     func connectBothWays(kind: TransportKind) async throws {
         let a = try await Listener.start(kind.make(node: "node-a", pki: pki, network: network))
@@ -60,10 +71,7 @@ struct TransportConformanceTests {
         // Plaintext (h2c for grpc) has its own write path: without TLS between, a flush can flip writability.
         if kind == .memory && plaintext { return }
         let security: TransportSecurity? = plaintext ? .plaintext : nil
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, security: security))
-        let client = try kind.make(node: "client", pki: pki, network: network, security: security)
-        let link = try await client.connect(to: server.address, expectedPeer: NodeID("server"))
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind, security: security)
         // 20,000 small messages each way, with a 1 MiB and a 3 MiB one in the middle.
         let count: UInt64 = 20_000
         @Sendable func size(_ n: UInt64) -> Int { n == 5_000 ? 1 << 20 : n == 12_345 ? 3 << 20 : Int(n % 300) }
@@ -87,6 +95,7 @@ struct TransportConformanceTests {
                 try await group.waitForAll()
             }
         }
+        client.beginGracefulShutdown()
         await server.stop()
     }
 
@@ -95,10 +104,7 @@ struct TransportConformanceTests {
         // A 64 KiB message limit keeps HTTP/2 windows at their 1 MiB floor.
         var options = TransportKind.testOptions
         options.maxMessageBytes = 64 * 1024
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, options: options))
-        let client = try kind.make(node: "client", pki: pki, network: network, options: options)
-        let link = try await client.connect(to: server.address, expectedPeer: nil)
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind, options: options)
         let written = Atomic<Int>(0)
         // 8 KiB messages: 32 MiB if nothing pushed back.
         let writer = Task {
@@ -124,15 +130,13 @@ struct TransportConformanceTests {
             try await writer.value
         }
         #expect(written.load(ordering: .relaxed) == 4_096)
+        client.beginGracefulShutdown()
         await server.stop()
     }
 
     @Test("a peer's clean close ends the other side's inbound", arguments: TransportKind.allCases)
     func peerClose(kind: TransportKind) async throws {
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network))
-        let client = try kind.make(node: "client", pki: pki, network: network)
-        let link = try await client.connect(to: server.address, expectedPeer: nil)
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind)
         try await link.outbound.write(message(7))
         await link.outbound.finish()
         try await withTimeout {
@@ -152,15 +156,13 @@ struct TransportConformanceTests {
             let received8 = try await inbound.next()
             #expect(received8 == nil)
         }
+        client.beginGracefulShutdown()
         await server.stop()
     }
 
     @Test("a crashed peer's links end promptly with an error", arguments: TransportKind.allCases)
     func peerCrash(kind: TransportKind) async throws {
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network))
-        let client = try kind.make(node: "client", pki: pki, network: network)
-        let link = try await client.connect(to: server.address, expectedPeer: nil)
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind)
         try await link.outbound.write(message(1))
         let started = ContinuousClock.now
         crash(client)
@@ -174,15 +176,13 @@ struct TransportConformanceTests {
         await #expect(throws: (any Error).self) {
             for n in 1...1_000 { try await accepted.outbound.write(message(UInt64(n), padding: 1_000)) }
         }
+        client.beginGracefulShutdown()
         await server.stop()
     }
 
     @Test("shutdown while busy ends every link and the listener promptly", arguments: TransportKind.allCases)
     func shutdownWhileBusy(kind: TransportKind) async throws {
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network))
-        let client = try kind.make(node: "client", pki: pki, network: network)
-        let link = try await client.connect(to: server.address, expectedPeer: nil)
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind)
         let writer = Task {
             var n: UInt64 = 0
             while n < 1_000_000 {
@@ -208,10 +208,7 @@ struct TransportConformanceTests {
     func oversizeRefused(kind: TransportKind) async throws {
         var options = TransportKind.testOptions
         options.maxMessageBytes = 64 * 1024
-        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, options: options))
-        let client = try kind.make(node: "client", pki: pki, network: network, options: options)
-        let link = try await client.connect(to: server.address, expectedPeer: nil)
-        let accepted = try #require(await server.accepted.next())
+        let (server, client, link, accepted) = try await linkPair(kind, options: options)
         await #expect(throws: TransportError.self) { try await link.outbound.write(message(1, padding: 70_000)) }
         do {
             try await link.outbound.write(message(1, padding: 70_000))
@@ -224,6 +221,7 @@ struct TransportConformanceTests {
             let received10 = try await inbound.next()
             #expect(received10?.taskLog.header.sequence == 2)
         }
+        client.beginGracefulShutdown()
         await server.stop()
     }
 

@@ -14,6 +14,9 @@ public struct SocketLinkOptions: Sendable, Hashable {
     public var handshakeTimeout: ConfigDuration
     /// Give up a TCP connect after this long. Default 5s.
     public var connectTimeout: ConfigDuration
+    /// Connections (accepted and dialled) held at once; an accepted one beyond it is
+    /// closed at once, so a flood of half-open connections cannot exhaust memory. Default 1024.
+    public var maxConnections: Int = 1_024
 
     public static let defaults = SocketLinkOptions(
         maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .seconds(10), deadPeerTimeout: .seconds(30),
@@ -31,12 +34,14 @@ public struct SocketLinkOptions: Sendable, Hashable {
     /// Reads the shared keys of a socket transport's block.
     public static func decode(from section: ConfigSection) throws(ConfigError) -> SocketLinkOptions {
         let defaults = Self.defaults
-        let options = SocketLinkOptions(
+        let decoded = SocketLinkOptions(
             maxMessageBytes: try section.value("max_message_bytes", default: defaults.maxMessageBytes, in: 1_024...(64 * 1024 * 1024)),
             keepaliveInterval: try section.value("keepalive_interval", default: defaults.keepaliveInterval, in: .milliseconds(50) ... .seconds(3_600)),
             deadPeerTimeout: try section.value("dead_peer_timeout", default: defaults.deadPeerTimeout, in: .milliseconds(100) ... .seconds(7_200)),
             handshakeTimeout: try section.value("handshake_timeout", default: defaults.handshakeTimeout, in: .milliseconds(100) ... .seconds(120)),
             connectTimeout: try section.value("connect_timeout", default: defaults.connectTimeout, in: .milliseconds(100) ... .seconds(120)))
+        var options = decoded
+        options.maxConnections = try section.value("max_connections", default: defaults.maxConnections, in: 1...1_000_000)
         if options.deadPeerTimeout <= options.keepaliveInterval {
             throw ConfigError(
                 .invalidValue, path: section.path.appending(key: "dead_peer_timeout"), value: options.deadPeerTimeout.configText,

@@ -104,7 +104,13 @@ public final class SocketTransportCore: Sendable {
     }
 
     private func setUpAccepted(_ channel: any Channel, accept: @escaping @Sendable (MeshStream) -> Void) throws {
-        if state.withLock({ $0.shutDown }) {
+        let (shutDown, count) = state.withLock { ($0.shutDown, $0.connections.count) }
+        if shutDown {
+            channel.close(promise: nil)
+            return
+        }
+        if count >= options.maxConnections {
+            logger.warning("\(name): refusing a connection from \(channel.remoteAddress?.description ?? "?"): \(count) connections are open (max_connections \(options.maxConnections))")
             channel.close(promise: nil)
             return
         }

@@ -116,6 +116,26 @@ struct LinkSecurityTests {
         await server.stop()
     }
 
+    @Test("connections beyond max_connections are closed at once; freed slots are reused", arguments: socketKinds)
+    func connectionLimit(kind: TransportKind) async throws {
+        var options = TransportKind.testOptions
+        options.maxConnections = 3
+        let server = try await Listener.start(kind.make(node: "server", pki: pki, network: network, options: options))
+        // Three silent connections fill the slots (the handshake timeout would close them after 5 s).
+        var holders: [any Channel] = []
+        for _ in 0..<3 { holders.append(try await RawConnection.open(to: server.address)) }
+        try await Task.sleep(for: .milliseconds(100))
+        let refusedFast = try await RawConnection.send([0x16, 0x03, 0x01], to: server.address, waitForClose: .seconds(2))
+        #expect(refusedFast, "a fourth connection should be closed at once")
+        for holder in holders { try await holder.close() }
+        try await Task.sleep(for: .milliseconds(200))
+        let client = try kind.make(node: "client", pki: pki, network: network, options: options)
+        let link = try await client.connect(to: server.address, expectedPeer: NodeID("server"))
+        #expect(link.peer.certifiedNodeID == NodeID("server"))
+        client.beginGracefulShutdown()
+        await server.stop()
+    }
+
     @Test("garbage bytes and silent half-open connections are dropped; the listener keeps serving", arguments: socketKinds, [false, true])
     func garbageAndHalfOpen(kind: TransportKind, plaintext: Bool) async throws {
         let security: TransportSecurity? = plaintext ? .plaintext : nil
@@ -148,6 +168,13 @@ enum RawConnection {
     final class CloseWatcher: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    }
+
+    /// A connection that says nothing (the caller closes it).
+    static func open(to address: HostPort) async throws -> any Channel {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { $0.pipeline.addHandler(CloseWatcher()) }
+            .connect(host: address.host, port: address.port).get()
     }
 
     static func send(_ bytes: [UInt8], to address: HostPort, waitForClose limit: Duration) async throws -> Bool {

@@ -256,6 +256,11 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
+            name: "AgentFlowDiscoveryTests",
+            dependencies: ["AgentFlowCore", "AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
             name: "AgentFlowCLITests",
             dependencies: ["agentflow", "AgentFlowCore"],
             swiftSettings: sharedSwiftSettings

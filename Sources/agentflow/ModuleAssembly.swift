@@ -1,4 +1,5 @@
 import AgentFlowCore
+import AgentFlowDiscovery
 import AgentFlowGRPC
 import AgentFlowInMemory
 import AgentFlowTCP
@@ -14,6 +15,7 @@ enum ModuleAssembly {
         registry.register(transport: TCPTransportModule.self)
         registry.register(transport: InMemoryTransportModule.self)
         registry.register(discovery: InMemoryDiscoveryModule.self)
+        registry.register(discovery: StaticPeersDiscoveryModule.self)
         return registry
     }
 }

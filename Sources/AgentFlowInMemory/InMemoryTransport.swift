@@ -15,15 +15,13 @@ public final class InMemoryTransport: Transport {
     private let maxMessageBytes: Int
 
     private struct State {
-        var boundAddress: HostPort?
-        var bindError: (any Error)?
-        var addressWaiters: [CheckedContinuation<HostPort, any Error>] = []
         var shutDown = false
         var shutdownWaiter: CheckedContinuation<Void, Never>?
         var openQueues: [BoundedAsyncQueue<Envelope>] = []
     }
 
     private let state = Mutex(State())
+    private let bound = BoundAddress()
 
     public init(localNodeID: NodeID, listenAddress: HostPort, network: InMemoryNetwork = .shared, queueCapacity: Int = 64,
                 maxMessageBytes: Int = 4 * 1024 * 1024) {
@@ -47,15 +45,15 @@ public final class InMemoryTransport: Transport {
             guard open, case .enqueued = continuation.yield(stream) else { return false }
             return true
         }
-        let bound: HostPort
+        let address: HostPort
         do {
-            bound = try network.bind(requestedAddress, listener: listener)
+            address = try network.bind(requestedAddress, listener: listener)
         } catch {
-            resolveAddress(.failure(error))
+            bound.settle(.failure(error))
             throw error
         }
-        resolveAddress(.success(bound))
-        defer { network.unbind(bound) }
+        bound.settle(.success(address))
+        defer { network.unbind(address) }
 
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -69,18 +67,7 @@ public final class InMemoryTransport: Transport {
         }
     }
 
-    public func listeningAddress() async throws -> HostPort {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<HostPort, any Error>? = state.withLock { state in
-                if let bound = state.boundAddress { return .success(bound) }
-                if let error = state.bindError { return .failure(error) }
-                if state.shutDown { return .failure(TransportError(.shutDown, "the transport is shut down")) }
-                state.addressWaiters.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(with: ready) }
-        }
-    }
+    public func listeningAddress() async throws -> HostPort { try await bound.value() }
 
     public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
         if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the transport is shut down") }
@@ -111,17 +98,15 @@ public final class InMemoryTransport: Transport {
     }
 
     public func beginGracefulShutdown() {
-        let (waiters, shutdownWaiter, queues) = state.withLock { state in
+        let (shutdownWaiter, queues) = state.withLock { state in
             state.shutDown = true
-            let waiters = state.addressWaiters
-            state.addressWaiters.removeAll()
             let shutdownWaiter = state.shutdownWaiter
             state.shutdownWaiter = nil
             let queues = state.openQueues
             state.openQueues.removeAll()
-            return (waiters, shutdownWaiter, queues)
+            return (shutdownWaiter, queues)
         }
-        for waiter in waiters { waiter.resume(throwing: TransportError(.shutDown, "the transport shut down before listening")) }
+        bound.settle(.failure(TransportError(.shutDown, "the transport shut down before listening")))
         // Links end cleanly: queued envelopes are still delivered, then the peer sees the end.
         for queue in queues { queue.finish() }
         shutdownWaiter?.resume()
@@ -136,18 +121,6 @@ public final class InMemoryTransport: Transport {
         }
         for queue in queues { queue.finish(throwing: TransportError(.linkClosed, "the peer crashed")) }
         beginGracefulShutdown()
-    }
-
-    private func resolveAddress(_ result: Result<HostPort, any Error>) {
-        let waiters = state.withLock { state in
-            switch result {
-            case .success(let address): state.boundAddress = address
-            case .failure(let error): state.bindError = error
-            }
-            defer { state.addressWaiters.removeAll() }
-            return state.addressWaiters
-        }
-        for waiter in waiters { waiter.resume(with: result) }
     }
 
     private func waitForShutdown() async {

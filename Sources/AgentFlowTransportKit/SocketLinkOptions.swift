@@ -16,32 +16,32 @@ public struct SocketLinkOptions: Sendable, Hashable {
     public var connectTimeout: ConfigDuration
     /// Connections (accepted and dialled) held at once; an accepted one beyond it is
     /// closed at once, so a flood of half-open connections cannot exhaust memory. Default 1024.
-    public var maxConnections: Int = 1_024
+    public var maxConnections: Int
 
     public static let defaults = SocketLinkOptions(
         maxMessageBytes: 4 * 1024 * 1024, keepaliveInterval: .seconds(10), deadPeerTimeout: .seconds(30),
         handshakeTimeout: .seconds(10), connectTimeout: .seconds(5))
 
     public init(maxMessageBytes: Int, keepaliveInterval: ConfigDuration, deadPeerTimeout: ConfigDuration,
-                handshakeTimeout: ConfigDuration, connectTimeout: ConfigDuration) {
+                handshakeTimeout: ConfigDuration, connectTimeout: ConfigDuration, maxConnections: Int = 1_024) {
         self.maxMessageBytes = maxMessageBytes
         self.keepaliveInterval = keepaliveInterval
         self.deadPeerTimeout = deadPeerTimeout
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
+        self.maxConnections = maxConnections
     }
 
     /// Reads the shared keys of a socket transport's block.
     public static func decode(from section: ConfigSection) throws(ConfigError) -> SocketLinkOptions {
         let defaults = Self.defaults
-        let decoded = SocketLinkOptions(
+        let options = SocketLinkOptions(
             maxMessageBytes: try section.value("max_message_bytes", default: defaults.maxMessageBytes, in: 1_024...(64 * 1024 * 1024)),
             keepaliveInterval: try section.value("keepalive_interval", default: defaults.keepaliveInterval, in: .milliseconds(50) ... .seconds(3_600)),
             deadPeerTimeout: try section.value("dead_peer_timeout", default: defaults.deadPeerTimeout, in: .milliseconds(100) ... .seconds(7_200)),
             handshakeTimeout: try section.value("handshake_timeout", default: defaults.handshakeTimeout, in: .milliseconds(100) ... .seconds(120)),
-            connectTimeout: try section.value("connect_timeout", default: defaults.connectTimeout, in: .milliseconds(100) ... .seconds(120)))
-        var options = decoded
-        options.maxConnections = try section.value("max_connections", default: defaults.maxConnections, in: 1...1_000_000)
+            connectTimeout: try section.value("connect_timeout", default: defaults.connectTimeout, in: .milliseconds(100) ... .seconds(120)),
+            maxConnections: try section.value("max_connections", default: defaults.maxConnections, in: 1...1_000_000))
         if options.deadPeerTimeout <= options.keepaliveInterval {
             throw ConfigError(
                 .invalidValue, path: section.path.appending(key: "dead_peer_timeout"), value: options.deadPeerTimeout.configText,

@@ -40,13 +40,12 @@ public final class SocketTransportCore: Sendable {
     private let metrics: any MetricsFactory
 
     private struct State {
-        var bound: Result<HostPort, any Error>?
-        var addressWaiters: [CheckedContinuation<HostPort, any Error>] = []
         var serverChannel: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shutDown = false
     }
     private let state = Mutex(State())
+    private let bound = BoundAddress()
 
     public init(name: String, listenAddress: HostPort, options: SocketLinkOptions, security: LinkSecurity,
                 linkProtocol: any LinkProtocol, logger: Logger, metrics: (any MetricsFactory)? = nil,
@@ -78,11 +77,11 @@ public final class SocketTransportCore: Sendable {
                 }
                 .bind(host: listenAddress.host, port: listenAddress.port).get()
         } catch let error as TransportError {
-            resolveAddress(.failure(error))
+            bound.settle(.failure(error))
             throw error
         } catch {
             let failure = TransportError(.bindFailed, "the \(name) transport cannot listen on \(listenAddress): \(error)", underlying: error)
-            resolveAddress(.failure(failure))
+            bound.settle(.failure(failure))
             throw failure
         }
         let port = serverChannel.localAddress?.port ?? listenAddress.port
@@ -90,7 +89,7 @@ public final class SocketTransportCore: Sendable {
             state.serverChannel = serverChannel
             return state.shutDown
         }
-        resolveAddress(.success(HostPort(host: listenAddress.host, port: port)))
+        bound.settle(.success(HostPort(host: listenAddress.host, port: port)))
         if shutDownAlready { serverChannel.close(promise: nil) }
         logger.info("\(name) transport listening on \(listenAddress.host):\(port)\(security.isPlaintext ? " (plaintext)" : " (mTLS)")")
 
@@ -122,17 +121,7 @@ public final class SocketTransportCore: Sendable {
         try linkProtocol.configureAccepted(channel, accept: accept)
     }
 
-    public func listeningAddress() async throws -> HostPort {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<HostPort, any Error>? = state.withLock { state in
-                if let bound = state.bound { return bound }
-                if state.shutDown { return .failure(TransportError(.shutDown, "the \(name) transport is shut down")) }
-                state.addressWaiters.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(with: ready) }
-        }
-    }
+    public func listeningAddress() async throws -> HostPort { try await bound.value() }
 
     public func connect(to address: HostPort, expectedPeer: NodeID?) async throws -> MeshStream {
         if state.withLock({ $0.shutDown }) { throw TransportError(.shutDown, "the \(name) transport is shut down") }
@@ -176,12 +165,11 @@ public final class SocketTransportCore: Sendable {
     }
 
     public func beginGracefulShutdown() {
-        let (server, connections, waiters) = state.withLock { state in
+        let (server, connections) = state.withLock { state in
             state.shutDown = true
-            defer { state.addressWaiters.removeAll() }
-            return (state.serverChannel, Array(state.connections.values), state.addressWaiters)
+            return (state.serverChannel, Array(state.connections.values))
         }
-        for waiter in waiters { waiter.resume(throwing: TransportError(.shutDown, "the \(name) transport shut down before listening")) }
+        bound.settle(.failure(TransportError(.shutDown, "the \(name) transport shut down before listening")))
         server?.close(promise: nil)
         for connection in connections {
             connection.triggerUserOutboundEvent(GracefulCloseEvent(), promise: nil)
@@ -216,15 +204,6 @@ public final class SocketTransportCore: Sendable {
         channel.closeFuture.whenComplete { _ in
             _ = self.state.withLock { $0.connections.removeValue(forKey: id) }
         }
-    }
-
-    private func resolveAddress(_ result: Result<HostPort, any Error>) {
-        let waiters = state.withLock { state in
-            state.bound = result
-            defer { state.addressWaiters.removeAll() }
-            return state.addressWaiters
-        }
-        for waiter in waiters { waiter.resume(with: result) }
     }
 
     /// Live connections (accepted and dialled).

@@ -51,31 +51,42 @@ struct LinkBenchmark: AsyncParsableCommand {
         print("| transport | payload | messages/s | MB/s | RTT p50 | RTT p99 |")
         print("|---|---:|---:|---:|---:|---:|")
         for transport in transports.split(separator: ",").map(String.init) {
-            var rtt: (Double, Double)?
-            var printedRTT = false
-            for size in sizes.split(separator: ",").compactMap({ Int($0) }) {
+            for (index, size) in sizes.split(separator: ",").compactMap({ Int($0) }).enumerated() {
+                // Round trips are timed once per transport, with 200-byte messages, alongside the first size.
+                let measureRTT = index == 0
                 let (rate, megabytes): (Double, Double)
+                var rtt: (p50: Double, p99: Double)?
                 if transport == "raw" {
                     (rate, megabytes) = try await RawTCPEcho.stream(size: size, seconds: seconds)
-                    if !printedRTT { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips, onLoop: onLoop) }
+                    if measureRTT { rtt = try await RawTCPEcho.pingPong(size: 200, count: roundTrips, onLoop: onLoop) }
                 } else {
                     let pair = try await TransportPair(kind: transport, pki: pki, plaintext: plaintext)
                     (rate, megabytes) = try await pair.stream(size: size, seconds: seconds)
-                    if !printedRTT {
-                        let pair = pair
+                    if measureRTT {
                         rtt = try await withTaskExecutorPreference(onLoop ? pair.link.executor : nil) {
                             try await pair.pingPong(size: 200, count: roundTrips)
                         }
                     }
                     await pair.stop()
                 }
-                let rttText = printedRTT ? "– | –" : rtt.map { String(format: "%.0f µs | %.0f µs", $0.0, $0.1) } ?? "– | –"
+                let rttText = rtt.map { String(format: "%.0f µs | %.0f µs", $0.p50, $0.p99) } ?? "– | –"
                 print(String(format: "| %@ | %d B | %.0f | %.1f | %@ |", transport, size, rate, megabytes, rttText))
-                rtt = nil
-                printedRTT = true
             }
         }
     }
+}
+
+/// Times `count` round trips after 1,000 unmeasured warm-up ones; p50 and p99 in µs.
+func timeRoundTrips(count: Int, _ roundTrip: () async throws -> Void) async throws -> (p50: Double, p99: Double) {
+    var samples: [Double] = []
+    samples.reserveCapacity(count)
+    for index in 0..<(count + 1_000) {
+        let start = ContinuousClock.now
+        try await roundTrip()
+        if index >= 1_000 { samples.append((ContinuousClock.now - start).seconds * 1_000_000) }
+    }
+    samples.sort()
+    return (samples[samples.count / 2], samples[samples.count * 99 / 100])
 }
 
 /// A throwaway CA and two node certificates.
@@ -157,23 +168,17 @@ struct TransportPair {
         return (Double(sent) / elapsed, Double(sent * size) / elapsed / 1_000_000)
     }
 
-    func pingPong(size: Int, count: Int) async throws -> (Double, Double) {
+    func pingPong(size: Int, count: Int) async throws -> (p50: Double, p99: Double) {
         var envelope = Envelope()
         envelope.taskLog = .with {
             $0.task = "echo"
             $0.line = String(repeating: "x", count: max(0, size - 16))
         }
         var iterator = link.inbound.makeAsyncIterator()
-        var samples: [Double] = []
-        samples.reserveCapacity(count)
-        for index in 0..<(count + 1_000) {
-            let start = ContinuousClock.now
+        return try await timeRoundTrips(count: count) {
             try await link.outbound.write(envelope)
             _ = try await iterator.next()
-            if index >= 1_000 { samples.append((ContinuousClock.now - start).seconds * 1_000_000) }
         }
-        samples.sort()
-        return (samples[samples.count / 2], samples[samples.count * 99 / 100])
     }
 
     func stop() async {

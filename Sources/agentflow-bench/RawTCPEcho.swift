@@ -93,27 +93,16 @@ enum RawTCPEcho {
         }
     }
 
-    static func pingPong(size: Int, count: Int, onLoop: Bool) async throws -> (Double, Double) {
+    static func pingPong(size: Int, count: Int, onLoop: Bool) async throws -> (p50: Double, p99: Double) {
         try await withConnection { channel, replies in
             try await withTaskExecutorPreference(onLoop ? EventLoopTaskExecutor.for(channel.eventLoop) : nil) {
-                try await loop(channel: channel, replies: replies, size: size, count: count)
+                let frame = frame(size: size, echo: true)
+                var iterator = replies.makeAsyncIterator()
+                return try await timeRoundTrips(count: count) {
+                    try await channel.writeAndFlush(frame)
+                    _ = await iterator.next()
+                }
             }
-        }
-    }
-
-    static func loop(channel: any Channel, replies: AsyncStream<Void>, size: Int, count: Int) async throws -> (Double, Double) {
-        do {
-            let frame = frame(size: size, echo: true)
-            var iterator = replies.makeAsyncIterator()
-            var samples: [Double] = []
-            for index in 0..<(count + 1_000) {
-                let start = ContinuousClock.now
-                try await channel.writeAndFlush(frame)
-                _ = await iterator.next()
-                if index >= 1_000 { samples.append((ContinuousClock.now - start).seconds * 1_000_000) }
-            }
-            samples.sort()
-            return (samples[samples.count / 2], samples[samples.count * 99 / 100])
         }
     }
 }

@@ -181,7 +181,8 @@ enum RawConnection {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { $0.pipeline.addHandler(CloseWatcher()) }
             .connect(host: address.host, port: address.port).get()
-        if !bytes.isEmpty { try await channel.writeAndFlush(ByteBuffer(bytes: bytes)) }
+        // The server may already have closed it (that is what some callers check for).
+        if !bytes.isEmpty { try? await channel.writeAndFlush(ByteBuffer(bytes: bytes)) }
         let closeFuture = channel.closeFuture
         let closed = await finishes(within: limit) { try? await closeFuture.get() }
         if !closed { try? await channel.close() }

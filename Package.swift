@@ -126,8 +126,39 @@ let package = Package(
         .target(
             name: "AgentFlowDiscovery",
             dependencies: [
-                "AgentFlowCore", "CCurl",
+                "AgentFlowCore", "CCurl", "AgentFlowTLS", "AgentFlowSTUN",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The mesh: links kept, peers found and remembered (transport- and discovery-agnostic)
+        .target(
+            name: "AgentFlowMesh",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The master process, assembled from config: mesh + local HTTP API
+        .target(
+            name: "AgentFlowMaster",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowMesh", "AgentFlowProto",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: sharedSwiftSettings
         ),
@@ -176,7 +207,12 @@ let package = Package(
                 "AgentFlowTCP",
                 "AgentFlowDiscovery",
                 "AgentFlowSignal",
+                "AgentFlowMesh",
+                "AgentFlowMaster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSwiftSettings
@@ -253,6 +289,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowMeshTests",
+            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery"],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -35,7 +35,7 @@ public struct StaticPeersDiscovery: Discovery {
                         lastText = text
                         do {
                             lastGood = try StaticPeersFile.parse(text, file: file).filter { $0.nodeID != local.nodeID }
-                            update = PeerSetUpdate(peers: lastGood)
+                            update = PeerSetUpdate(peers: lastGood, isAuthoritative: true)
                         } catch {
                             update = PeerSetUpdate(peers: lastGood, health: .degraded(reason: "\(error)"))
                         }

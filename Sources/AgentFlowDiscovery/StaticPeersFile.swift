@@ -45,12 +45,8 @@ struct EndpointText: ConfigScalar {
     static var expectation: String { "transport://host:port, e.g. grpc://10.0.0.2:50051 or tcp://[2001:db8::1]:50052" }
 
     init?(configText: String) {
-        guard let separator = configText.firstRange(of: "://") else { return nil }
-        let transport = String(configText[..<separator.lowerBound])
-        guard !transport.isEmpty, transport.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }),
-              let address = HostPort(configText: String(configText[separator.upperBound...])), address.port != 0
-        else { return nil }
-        endpoint = DiscoveredEndpoint(transport: transport, address: address)
+        guard let endpoint = DiscoveredEndpoint(parsing: configText) else { return nil }
+        self.endpoint = endpoint
     }
 
     var configText: String { endpoint.description }

@@ -453,6 +453,17 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         pump()
     }
 
+    /// Ends one call at once: a client closes its connection (one call each),
+    /// a server cancels the call and keeps serving the connection's others.
+    func abort(_ stream: GRPCStream) {
+        let error = TransportError(.linkClosed, "the link was aborted by this node")
+        if isClient, let context {
+            close(context: context, error)
+        } else if streams[stream.id] === stream {
+            failCall(stream, error, status: .cancelled)
+        }
+    }
+
     private func close(context: ChannelHandlerContext, _ error: TransportError) {
         if failure == nil { failure = error }
         finishAll(error)

@@ -62,6 +62,10 @@ final class GRPCStream: LinkSink {
         connection?.consumed(bytes, on: self)
     }
 
+    func abortLink() {
+        connection?.abort(self)
+    }
+
     /// Copies framed bytes for nghttp2's next DATA frame.
     func readData(into target: UnsafeMutableBufferPointer<UInt8>) -> HTTP2Session.DataRead {
         let count = min(target.count, outbound.readableBytes)

@@ -53,6 +53,6 @@ public enum GRPCTransportModule: TransportModule {
 
     public static func makeTransport(options: SocketLinkOptions, context: TransportContext) throws -> any Transport {
         try GRPCTransport(listenAddress: context.listenAddress, security: context.security, options: options,
-                          logger: Logger(label: "agentflow.transport.grpc"))
+                          logger: context.logger)
     }
 }

@@ -173,4 +173,6 @@ struct SizeLimitedWriter: EnvelopeWriter {
     }
 
     func finish() async { await base.finish() }
+
+    func abort() { base.abort() }
 }

@@ -286,6 +286,11 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         }
     }
 
+    func abortLink() {
+        guard let context else { return }
+        close(context: context, TransportError(.linkClosed, "the link was aborted by this node"))
+    }
+
     func inboundConsumed(_ bytes: Int) {
         guard readPaused, let context else { return }
         readPaused = false

@@ -50,6 +50,6 @@ public enum TCPTransportModule: TransportModule {
 
     public static func makeTransport(options: SocketLinkOptions, context: TransportContext) throws -> any Transport {
         try TCPTransport(listenAddress: context.listenAddress, security: context.security, options: options,
-                         logger: Logger(label: "agentflow.transport.tcp"))
+                         logger: context.logger)
     }
 }

@@ -13,6 +13,9 @@ public protocol LinkSink: AnyObject {
     /// The consumer has taken `bytes` of inbound messages off the bridge (flow
     /// control credit: resume socket reads, or grant an HTTP/2 window).
     func inboundConsumed(_ bytes: Int)
+    /// Ends the link at once, both ways, without waiting for the peer: the
+    /// mesh gave up on a clean close (a peer that never ends its half).
+    func abortLink()
 }
 
 /// Moves envelopes between one link's event loop and the async tasks that use
@@ -138,6 +141,11 @@ public final class LinkBridge: Sendable {
             }
             waiter?.resume(throwing: CancellationError())
         }
+    }
+
+    /// Ends the link at once (see `LinkSink.abortLink`); readers and writers see it closed.
+    public func abort() {
+        eventLoop.execute { self.sink.value.abortLink() }
     }
 
     /// Ends the sending half after everything queued has gone.
@@ -293,4 +301,5 @@ struct BridgeWriter: EnvelopeWriter {
     let bridge: LinkBridge
     func write(_ envelope: Envelope) async throws { try await bridge.write(envelope) }
     func finish() async { bridge.finishWriting() }
+    func abort() { bridge.abort() }
 }

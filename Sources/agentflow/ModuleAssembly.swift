@@ -16,6 +16,7 @@ enum ModuleAssembly {
         registry.register(transport: InMemoryTransportModule.self)
         registry.register(discovery: InMemoryDiscoveryModule.self)
         registry.register(discovery: StaticPeersDiscoveryModule.self)
+        registry.register(discovery: SignalDiscoveryModule.self)
         return registry
     }
 }

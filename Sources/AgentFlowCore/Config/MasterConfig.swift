@@ -49,6 +49,12 @@ public struct MasterConfig: Sendable {
         public var pingInterval: ConfigDuration
         /// A link silent this long is dead. Default 20s.
         public var peerTimeout: ConfigDuration
+        /// Longest wait between redials of an unreachable peer (exponential backoff with jitter from 200ms). Default 30s.
+        public var reconnectMaxDelay: ConfigDuration
+        /// Send each link the peers this node knows this often (and on every new link). Default 30s.
+        public var peerExchangeInterval: ConfigDuration
+        /// Forget a peer-book entry not seen (linked, discovered, or vouched for by a peer) for this long. Default 72h.
+        public var peerBookMaxAge: ConfigDuration
     }
 
     /// The `api:` block: the local HTTP API and dashboard.
@@ -105,7 +111,10 @@ public struct MasterConfig: Sendable {
             maxPeers: try meshSection.value("max_peers", default: 0, in: 0...1_000),
             dialTimeout: try meshSection.value("dial_timeout", default: .seconds(5), in: .milliseconds(100) ... .seconds(120)),
             pingInterval: try meshSection.value("ping_interval", default: .seconds(5), in: .milliseconds(100) ... .seconds(300)),
-            peerTimeout: try meshSection.value("peer_timeout", default: .seconds(20), in: .milliseconds(500) ... .seconds(3_600))
+            peerTimeout: try meshSection.value("peer_timeout", default: .seconds(20), in: .milliseconds(500) ... .seconds(3_600)),
+            reconnectMaxDelay: try meshSection.value("reconnect_max_delay", default: .seconds(30), in: .milliseconds(200) ... .seconds(3_600)),
+            peerExchangeInterval: try meshSection.value("peer_exchange_interval", default: .seconds(30), in: .milliseconds(100) ... .seconds(3_600)),
+            peerBookMaxAge: try meshSection.value("peer_book_max_age", default: .seconds(72 * 3_600), in: .seconds(1) ... .seconds(365 * 24 * 3_600))
         )
         if mesh.peerTimeout <= mesh.pingInterval {
             throw ConfigError(

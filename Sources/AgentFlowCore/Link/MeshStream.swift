@@ -54,6 +54,9 @@ public protocol EnvelopeWriter: Sendable {
     func write(_ envelope: AgentFlowProto.Agentflow_Mesh_V1_Envelope) async throws
     /// Closes the sending half cleanly; the peer's inbound sequence ends.
     func finish() async
+    /// Closes the whole link at once, without a clean end: for a peer that
+    /// does not finish its half after ours. Reads and writes then fail.
+    func abort()
 }
 
 /// The receiving half of a link, as an async sequence of envelopes.
@@ -94,6 +97,8 @@ public struct QueueEnvelopeWriter: EnvelopeWriter {
     }
 
     public func finish() async { queue.finish() }
+
+    public func abort() { queue.finish(throwing: TransportError(.linkClosed, "the link was aborted")) }
 }
 
 public typealias Envelope = AgentFlowProto.Agentflow_Mesh_V1_Envelope

@@ -43,6 +43,14 @@ public struct DiscoveredEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(transport)://\(address)" }
+
+    /// Parses `transport://host:port` (a concrete port; transport names follow node-id rules).
+    public init?(parsing text: String) {
+        guard let separator = text.firstRange(of: "://") else { return nil }
+        let transport = String(text[..<separator.lowerBound])
+        guard NodeID.isValid(transport), let address = HostPort(parsing: String(text[separator.upperBound...])), address.port != 0 else { return nil }
+        self.init(transport: transport, address: address)
+    }
 }
 
 /// A peer as discovery knows it.
@@ -71,10 +79,16 @@ public struct PeerSetUpdate: Sendable, Hashable {
     /// Never includes the local node.
     public var peers: [DiscoveredPeer]
     public var health: Health
+    /// True when the set is an operator's list (a peers file): a peer that
+    /// leaves a healthy set was removed on purpose, and the mesh closes its
+    /// link and forgets it. False when absence means only "not heard from
+    /// lately" (a signal server evicting a silent node): live links stay.
+    public var isAuthoritative: Bool
 
-    public init(peers: [DiscoveredPeer], health: Health = .healthy) {
+    public init(peers: [DiscoveredPeer], health: Health = .healthy, isAuthoritative: Bool = false) {
         self.peers = peers
         self.health = health
+        self.isAuthoritative = isAuthoritative
     }
 }
 

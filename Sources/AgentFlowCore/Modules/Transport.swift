@@ -1,3 +1,5 @@
+public import Logging
+
 /// A way to carry `Envelope`s between two nodes: gRPC over HTTP/2, TCP
 /// framing, in-memory. The mesh never knows which one it is using.
 ///
@@ -35,11 +37,14 @@ public struct TransportContext: Sendable {
     public var listenAddress: HostPort
     /// How links are secured; shared by every transport.
     public var security: TransportSecurity
+    /// The node's logger (it carries `node=`); a transport logs through it.
+    public var logger: Logger
 
-    public init(localNodeID: NodeID, listenAddress: HostPort, security: TransportSecurity) {
+    public init(localNodeID: NodeID, listenAddress: HostPort, security: TransportSecurity, logger: Logger = Logger(label: "agentflow.transport")) {
         self.localNodeID = localNodeID
         self.listenAddress = listenAddress
         self.security = security
+        self.logger = logger
     }
 }
 

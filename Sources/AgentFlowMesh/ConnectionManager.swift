@@ -1,0 +1,413 @@
+import AgentFlowCore
+import AgentFlowProto
+import Foundation
+import Logging
+
+/// The mesh's bookkeeping: every known peer, its link or why it has none,
+/// when to dial it next, and the peer book. An actor: link tasks, the
+/// discovery follower and the maintenance loop all report here.
+///
+/// Rules it keeps:
+/// - one link per pair: a second link to the same peer is resolved by
+///   `resolveDuplicate` identically on both ends;
+/// - discovery adds peers and refreshes their addresses, but never tears a
+///   live link down, except an authoritative list (a peers file) that
+///   removes a peer on purpose;
+/// - failed dials back off exponentially with jitter; each attempt uses the
+///   freshest addresses (discovery first, then what the peer advertised, then
+///   the book), rotating through them as failures mount.
+actor ConnectionManager {
+    struct Peer {
+        var id: NodeID
+        var name: String
+        var discovered: [DiscoveredEndpoint] = []
+        var labels: [String: String] = [:]
+        var inDiscovery = false
+        var link: PeerLink?
+        var dialling = false
+        var failures = 0
+        var nextAttempt = ContinuousClock.now
+        var lastError: String?
+        var lastConnectedAt: Date?
+        var lastDisconnectedAt: Date?
+        var sources: Set<String> = []
+    }
+
+    /// A dial the maintenance loop should start.
+    struct DialPlan: Sendable {
+        var peer: NodeID
+        var endpoint: DiscoveredEndpoint
+    }
+
+    enum Admission {
+        case admitted(displaced: PeerLink?)
+        case refused(String)
+    }
+
+    private(set) var identity: LocalIdentity
+    let options: MeshOptions
+    let logger: Logger
+    private var peers: [NodeID: Peer] = [:]
+    private var book: PeerBook
+    /// Peers an authoritative list removed: not dialled, not accepted, ignored in exchanges.
+    private var retired: Set<NodeID> = []
+    private(set) var discoveryHealth: PeerSetUpdate.Health?
+    private(set) var discoveryUpdates = 0
+    private var shuttingDown = false
+    private var exchangeDue = false
+    private var lastExchange = ContinuousClock.now
+    private var lastBookSave = ContinuousClock.now
+    private var lastFullSave = ContinuousClock.now
+    private var dialFailures = 0
+    private var linksEstablished = 0
+
+    init(identity: LocalIdentity, options: MeshOptions, logger: Logger) {
+        self.identity = identity
+        self.options = options
+        self.logger = logger
+        var book = PeerBook(file: options.peerBookFile, maxAge: options.peerBookMaxAge)
+        do {
+            try book.load()
+        } catch {
+            logger.warning("\(error)")
+        }
+        let stale = book.expire(nowMicros: unixMicros(), keep: [])
+        if !stale.isEmpty { logger.info("peer book: forgot \(stale.count) peer(s) not seen for \(options.peerBookMaxAge)") }
+        book.remove(identity.nodeID)
+        self.book = book
+        for entry in book.entries.values {
+            var peer = Peer(id: entry.nodeID, name: entry.name)
+            peer.labels = entry.labels
+            peer.sources.insert("peer_book")
+            peers[entry.nodeID] = peer
+        }
+        if !book.entries.isEmpty { logger.info("peer book: \(book.entries.count) known peer(s) from \(options.peerBookFile ?? "memory")") }
+    }
+
+    func setAdvertised(_ endpoints: [DiscoveredEndpoint]) {
+        identity.advertised = endpoints
+    }
+
+    // MARK: Discovery
+
+    func applyDiscovery(_ update: PeerSetUpdate) {
+        discoveryHealth = update.health
+        discoveryUpdates += 1
+        let now = unixMicros()
+        var present: Set<NodeID> = []
+        for found in update.peers where found.nodeID != identity.nodeID {
+            present.insert(found.nodeID)
+            retired.remove(found.nodeID)
+            var peer = peers[found.nodeID] ?? Peer(id: found.nodeID, name: found.displayName)
+            let moved = peer.discovered != found.endpoints
+            peer.name = found.displayName
+            peer.labels = found.labels
+            peer.discovered = found.endpoints
+            peer.inDiscovery = true
+            peer.sources.insert("discovery")
+            if moved && peer.link == nil && !peer.dialling {
+                // New or changed addresses (an IP change): try them now rather than after the backoff.
+                peer.nextAttempt = .now
+            }
+            peers[found.nodeID] = peer
+            if book.record(found.nodeID, name: found.displayName, endpoints: found.endpoints, labels: found.labels, seenAtMicros: now) {
+                exchangeDue = true
+            }
+        }
+        for (id, var peer) in peers where peer.inDiscovery && !present.contains(id) {
+            peer.inDiscovery = false
+            peer.sources.remove("discovery")
+            peers[id] = peer
+            if update.isAuthoritative && update.health == .healthy {
+                retire(id, reason: "removed from this node's peers file")
+            }
+        }
+    }
+
+    private func retire(_ id: NodeID, reason: String) {
+        logger.info("peer \(id): \(reason); closing its link and forgetting it")
+        retired.insert(id)
+        peers[id]?.link?.close(reason: reason)
+        peers.removeValue(forKey: id)
+        book.remove(id)
+    }
+
+    // MARK: Dialling
+
+    /// The addresses to try for `peer` with this node's transport, freshest first.
+    func endpoints(for id: NodeID) -> [DiscoveredEndpoint] {
+        var seen: Set<DiscoveredEndpoint> = []
+        var result: [DiscoveredEndpoint] = []
+        let candidates = (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
+        for endpoint in candidates where endpoint.transport == identity.transport && seen.insert(endpoint).inserted {
+            result.append(endpoint)
+        }
+        return result
+    }
+
+    /// Peers the topology wants linked, given everything this node knows.
+    private func members() -> Set<NodeID> {
+        Set(peers.keys).subtracting(retired).union([identity.nodeID])
+    }
+
+    /// Dials to start now, and links the topology no longer wants closed.
+    func plan() -> [DialPlan] {
+        guard !shuttingDown else { return [] }
+        let now = ContinuousClock.now
+        let members = members()
+        let wanted = MeshTopology.preferredPeers(of: identity.nodeID, among: members, maxPeers: options.maxPeers)
+        var plans: [DialPlan] = []
+        for id in wanted.sorted() {
+            guard var peer = peers[id], peer.link == nil, !peer.dialling, now >= peer.nextAttempt else { continue }
+            let candidates = endpoints(for: id)
+            guard !candidates.isEmpty else {
+                peer.lastError = "no \(identity.transport) endpoint known for this peer"
+                peer.nextAttempt = now + .seconds(1)
+                peers[id] = peer
+                continue
+            }
+            peer.dialling = true
+            peers[id] = peer
+            plans.append(DialPlan(peer: id, endpoint: candidates[peer.failures % candidates.count]))
+        }
+        if options.maxPeers > 0 {
+            for (id, peer) in peers {
+                guard let link = peer.link, link.closeReason == nil, now - link.connectedInstant > .seconds(5),
+                      !MeshTopology.keepsLink(identity.nodeID, id, members: members, maxPeers: options.maxPeers) else { continue }
+                link.close(reason: "mesh.max_peers = \(options.maxPeers): neither end prefers this link")
+            }
+        }
+        return plans
+    }
+
+    func dialFailed(_ plan: DialPlan, error: any Error) {
+        dialFailures += 1
+        guard var peer = peers[plan.peer] else { return }
+        peer.dialling = false
+        peer.failures += 1
+        let delay = options.backoff.delay(afterFailures: peer.failures)
+        peer.nextAttempt = .now + delay
+        peer.lastError = "dial \(plan.endpoint): \(error)"
+        peers[plan.peer] = peer
+        let attempts = peer.failures
+        logger.log(level: attempts <= 1 || attempts % 10 == 0 ? .info : .debug,
+                   "cannot reach \(plan.peer) at \(plan.endpoint) (attempt \(attempts)): \(error); next try in \(delay)")
+    }
+
+    // MARK: Links
+
+    /// Decides whether a link whose `Hello` checked out may live.
+    func admit(_ link: PeerLink) -> Admission {
+        let id = link.peerID
+        if link.direction == .outbound { peers[id]?.dialling = false }
+        if shuttingDown { return .refused("this node is shutting down") }
+        if retired.contains(id) { return .refused("\(identity.nodeID) does not list \(id) in its peers file") }
+        var peer = peers[id] ?? Peer(id: id, name: link.peerName)
+        var displaced: PeerLink?
+        if let existing = peer.link {
+            if resolveDuplicate(existing: existing, new: link) {
+                displaced = existing
+            } else {
+                return .refused("a link between \(identity.nodeID) and \(id) already exists")
+            }
+        }
+        peer.link = link
+        peer.name = link.peerName
+        peer.labels = link.labels
+        // `failures` is cleared only once a link has proved itself (see linkEnded): a
+        // peer that admits us and then says goodbye at once must still back off.
+        peer.lastError = nil
+        peer.lastConnectedAt = link.connectedAt
+        peer.sources.insert(link.direction == .inbound ? "inbound" : "dialled")
+        peers[id] = peer
+        linksEstablished += 1
+        if book.record(id, name: link.peerName, endpoints: link.advertised, labels: link.labels, seenAtMicros: unixMicros()) {
+            exchangeDue = true
+        }
+        return .admitted(displaced: displaced)
+    }
+
+    /// True when `new` should replace `existing` (both to the same peer).
+    /// A newer run of the peer wins (the old link is a dead one from before
+    /// its restart); between two links of the same run — both nodes dialled at
+    /// once — the one dialled by the smaller node id wins; a second link dialled
+    /// by the same side replaces the first (which that side has given up on).
+    func resolveDuplicate(existing: PeerLink, new: PeerLink) -> Bool {
+        if existing.peerIncarnation != new.peerIncarnation { return new.peerIncarnation > existing.peerIncarnation }
+        if existing.direction != new.direction {
+            let dialler = MeshTopology.survivingDialler(identity.nodeID, new.peerID)
+            let newDialler = new.direction == .outbound ? identity.nodeID : new.peerID
+            return newDialler == dialler
+        }
+        return true
+    }
+
+    func linkEnded(_ link: PeerLink, error: (any Error)?) {
+        guard var peer = peers[link.peerID], peer.link === link else { return }
+        peer.link = nil
+        peer.lastDisconnectedAt = Date()
+        let lived = Date().timeIntervalSince(link.connectedAt)
+        if let goodbye = link.goodbyeReceived {
+            peer.lastError = "the peer said goodbye: \(goodbye)"
+        } else if let reason = link.closeReason {
+            peer.lastError = "closed by this node: \(reason)"
+        } else if let error {
+            peer.lastError = "link lost: \(error)"
+        } else {
+            peer.lastError = "the peer ended the link"
+        }
+        // A link that lived a while earns a quick redial; one that keeps dying young backs off.
+        if lived > 10 {
+            peer.failures = link.goodbyeReceived == nil ? 0 : 1
+        } else {
+            peer.failures += 1
+        }
+        let delay = peer.failures == 0 ? .milliseconds(Int64.random(in: 50...300)) : options.backoff.delay(afterFailures: peer.failures)
+        peer.nextAttempt = .now + delay
+        peers[link.peerID] = peer
+        book.record(link.peerID, name: nil, endpoints: [], labels: nil, seenAtMicros: unixMicros())
+        logger.info("link to \(link.peerID) ended after \(String(format: "%.1f", lived))s: \(peer.lastError ?? "")")
+    }
+
+    var liveLinks: [PeerLink] { peers.values.compactMap(\.link).sorted { $0.peerID < $1.peerID } }
+
+    func link(to id: NodeID) -> PeerLink? { peers[id]?.link }
+
+    // MARK: Peer exchange
+
+    /// What this node tells its peers it knows: the book, with live links refreshed.
+    func peerExchange() -> Envelope {
+        let now = unixMicros()
+        for link in liveLinks { book.record(link.peerID, name: nil, endpoints: [], labels: nil, seenAtMicros: now) }
+        var exchange = Agentflow_Mesh_V1_PeerExchange()
+        var me = Agentflow_Mesh_V1_PeerInfo()
+        me.nodeID = identity.nodeID.rawValue
+        me.endpoints = identity.advertised.map(\.wire)
+        me.lastSeenUnixMicros = now
+        me.labels = identity.labels
+        exchange.peers.append(me)
+        for entry in book.entries.values.sorted(by: { $0.lastSeenMicros > $1.lastSeenMicros }).prefix(1_000) {
+            var info = Agentflow_Mesh_V1_PeerInfo()
+            info.nodeID = entry.nodeID.rawValue
+            info.endpoints = entry.discoveredEndpoints.map(\.wire)
+            info.lastSeenUnixMicros = entry.lastSeenMicros
+            info.labels = entry.labels
+            exchange.peers.append(info)
+        }
+        var envelope = Envelope()
+        envelope.peerExchange = exchange
+        return envelope
+    }
+
+    /// Folds a peer's `PeerExchange` into the book. Returns how many peers were new.
+    @discardableResult
+    func learn(_ exchange: Agentflow_Mesh_V1_PeerExchange, from link: PeerLink) -> Int {
+        let now = unixMicros()
+        let entries: [PeerBook.Entry] = exchange.peers.prefix(2_000).compactMap { info in
+            guard let id = NodeID(info.nodeID), id != identity.nodeID, !retired.contains(id) else { return nil }
+            let endpoints = info.endpoints.prefix(16).compactMap(DiscoveredEndpoint.init(wire:))
+            guard !endpoints.isEmpty else { return nil }
+            // Nobody vouches for the future: a clock ahead of ours counts as now.
+            return PeerBook.Entry(nodeID: id, name: id.rawValue, endpoints: endpoints.map(\.description),
+                                  labels: info.labels.count <= 64 ? info.labels : [:], lastSeenMicros: min(info.lastSeenUnixMicros, now))
+        }
+        let added = book.merge(entries, nowMicros: now)
+        for id in added where peers[id] == nil {
+            var peer = Peer(id: id, name: id.rawValue)
+            peer.sources.insert("peer_exchange")
+            peers[id] = peer
+        }
+        if !added.isEmpty {
+            exchangeDue = true
+            logger.info("learned \(added.count) peer(s) from \(link.peerID): \(added.map(\.rawValue).joined(separator: ", "))")
+        }
+        return added.count
+    }
+
+    /// True when the links should hear this node's peers now (something new, or the interval passed).
+    func takeExchangeDue() -> Bool {
+        let now = ContinuousClock.now
+        guard exchangeDue || now - lastExchange >= options.peerExchangeInterval else { return false }
+        exchangeDue = false
+        lastExchange = now
+        return true
+    }
+
+    // MARK: Upkeep
+
+    /// Ages the book out and saves it (at most once a second).
+    func upkeep() {
+        let now = ContinuousClock.now
+        guard now - lastBookSave >= .seconds(1) else { return }
+        lastBookSave = now
+        let keep = Set(peers.values.filter { $0.link != nil || $0.inDiscovery }.map(\.id))
+        for id in book.expire(nowMicros: unixMicros(), keep: keep) where peers[id]?.link == nil && peers[id]?.inDiscovery != true {
+            peers.removeValue(forKey: id)
+        }
+        // New or moved peers are saved at once; mere "still alive" refreshes once a minute.
+        if book.hasNewMembers || (book.isDirty && now - lastFullSave >= .seconds(60)) {
+            lastFullSave = now
+            saveBook()
+        }
+    }
+
+    func saveBook() {
+        do {
+            try book.save()
+        } catch {
+            logger.warning("cannot save the peer book: \(error)")
+        }
+    }
+
+    func beginShutdown() -> [PeerLink] {
+        shuttingDown = true
+        saveBook()
+        return liveLinks
+    }
+
+    // MARK: Status
+
+    func status() -> [PeerStatus] {
+        let now = ContinuousClock.now
+        return peers.values.sorted { $0.id < $1.id }.map { peer in
+            let state: PeerStatus.State
+            if peer.link != nil {
+                state = .connected
+            } else if peer.dialling {
+                state = .connecting
+            } else if peer.failures > 0 && peer.nextAttempt > now {
+                state = .backoff
+            } else {
+                state = .idle
+            }
+            let link = peer.link
+            let wait = peer.nextAttempt > now ? peer.nextAttempt - now : .zero
+            return PeerStatus(
+                nodeID: peer.id.rawValue, name: peer.name, state: state, direct: link != nil, transport: link?.transport ?? identity.transport,
+                direction: link?.direction, remoteAddress: link?.remoteAddress,
+                endpoints: endpoints(for: peer.id).map(\.description),
+                rttMilliseconds: link?.roundTrip.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1_000 },
+                connectedSince: link.map { Timestamp.string($0.connectedAt) },
+                lastConnected: peer.lastConnectedAt.map(Timestamp.string), lastDisconnected: peer.lastDisconnectedAt.map(Timestamp.string),
+                lastError: peer.lastError, failures: peer.failures,
+                nextAttemptInMilliseconds: state == .backoff ? Int(wait.components.seconds * 1_000 + wait.components.attoseconds / 1_000_000_000_000_000) : nil,
+                messagesReceived: link?.counters.received, messagesSent: link?.counters.sent,
+                sources: peer.sources.sorted(), labels: peer.labels)
+        }
+    }
+
+    var counters: (dialFailures: Int, linksEstablished: Int) { (dialFailures, linksEstablished) }
+}
+
+extension PeerLink {
+    /// When the link was admitted, on the monotonic clock.
+    var connectedInstant: ContinuousClock.Instant {
+        .now - .milliseconds(Int64(Date().timeIntervalSince(connectedAt) * 1_000))
+    }
+}
+
+enum Timestamp {
+    static func string(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}

@@ -1,0 +1,349 @@
+public import AgentFlowCore
+import AgentFlowProto
+public import Logging
+import Foundation
+import Synchronization
+
+/// A master's place in the mesh: it listens on its transport, follows its
+/// discovery backend, dials the peers it should be linked to, serves every
+/// link (Hello, Ping/Pong, PeerExchange, Goodbye) and hands every other
+/// envelope to the application above it.
+///
+/// Transport-agnostic: it only sees `Transport`, `Discovery` and `MeshStream`.
+///
+/// ```swift
+/// let node = MeshNode(identity: identity, transport: transport, discovery: discovery, options: options)
+/// try await node.run()          // until shutdown() or cancellation
+/// ```
+public final class MeshNode: Sendable {
+    public let transport: any Transport
+    public let discovery: (any Discovery)?
+    public let options: MeshOptions
+    let manager: ConnectionManager
+    let application: (any MeshApplication)?
+    let logger: Logger
+    let advertise: @Sendable (HostPort) -> [HostPort]
+    let usesTLS: Bool
+    let startedAt = Date()
+
+    private struct State {
+        var listening: HostPort?
+        var discoveryTask: Task<Void, Never>?
+        var discoveryFailure: String?
+        var shutDown = false
+    }
+
+    private let state = Mutex(State())
+
+    /// - Parameter advertise: the addresses to announce, given the address the
+    ///   transport actually bound (a wildcard host or port 0 resolved by the caller).
+    public init(identity: LocalIdentity, transport: any Transport, discovery: (any Discovery)?, options: MeshOptions,
+                application: (any MeshApplication)? = nil, usesTLS: Bool = true, logger: Logger = Logger(label: "agentflow.mesh"),
+                advertise: @escaping @Sendable (HostPort) -> [HostPort] = { [$0] }) {
+        self.transport = transport
+        self.discovery = discovery
+        self.options = options
+        self.application = application
+        self.logger = logger
+        self.advertise = advertise
+        self.usesTLS = usesTLS
+        manager = ConnectionManager(identity: identity, options: options, logger: logger)
+    }
+
+    // MARK: Running
+
+    /// Runs the node until `shutdown()` (graceful: Goodbye on every link,
+    /// deregistration) or cancellation (abrupt). Throws when the transport cannot listen.
+    public func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                try await self.transport.listen { stream in
+                    await self.serve(stream, direction: .inbound, expected: nil)
+                }
+            }
+            let bound = try await transport.listeningAddress()
+            let identity = await manager.identity
+            let advertised = advertise(bound).map { DiscoveredEndpoint(transport: identity.transport, address: $0) }
+            await manager.setAdvertised(advertised)
+            state.withLock { $0.listening = bound }
+            logger.info("mesh node \(identity.nodeID) up: \(identity.transport) on \(bound), advertising \(advertised.map(\.description).joined(separator: ", ")); max_peers \(options.maxPeers == 0 ? "0 (full mesh)" : String(options.maxPeers))")
+            startDiscovery(LocalAnnouncement(nodeID: identity.nodeID, displayName: identity.displayName, endpoints: advertised, labels: identity.labels))
+
+            while !state.withLock({ $0.shutDown }) && !Task.isCancelled {
+                for plan in await manager.plan() {
+                    group.addTask { await self.dial(plan) }
+                }
+                if await manager.takeExchangeDue() {
+                    let exchange = await manager.peerExchange()
+                    for link in await manager.liveLinks { Self.trySend(exchange, on: link) }
+                }
+                await manager.upkeep()
+                try? await Task.sleep(for: options.tick)
+            }
+            await self.drainOnShutdown()
+        }
+    }
+
+    /// Starts a graceful shutdown: stop dialling, say Goodbye on every link,
+    /// stop discovery (a signal backend deregisters), stop the transport.
+    /// `run` returns once links have ended (bounded by `closeGrace`).
+    public func shutdown() {
+        let task = state.withLock { state -> Task<Void, Never>? in
+            state.shutDown = true
+            return state.discoveryTask
+        }
+        task?.cancel()
+    }
+
+    private func drainOnShutdown() async {
+        if Task.isCancelled {
+            // Cancelled rather than shut down: links are being cut with their tasks.
+            state.withLock { $0.discoveryTask }?.cancel()
+            transport.beginGracefulShutdown()
+            return
+        }
+        let links = await manager.beginShutdown()
+        for link in links { link.close(reason: "\(await manager.identity.nodeID) is shutting down") }
+        let task = state.withLock { $0.discoveryTask }
+        task?.cancel()
+        await task?.value
+        // Links end once peers answer our Goodbye, or after closeGrace; then stop the transport.
+        let deadline = ContinuousClock.now + options.closeGrace + .milliseconds(500)
+        while ContinuousClock.now < deadline, !(await manager.liveLinks.isEmpty) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        transport.beginGracefulShutdown()
+    }
+
+    private func startDiscovery(_ announcement: LocalAnnouncement) {
+        guard let discovery else { return }
+        let task = Task {
+            do {
+                for try await update in discovery.peerSets(announcing: announcement) {
+                    await manager.applyDiscovery(update)
+                    if case .degraded(let reason) = update.health {
+                        logger.debug("discovery \(discovery.name) degraded: \(reason); keeping \(update.peers.count) known peer(s)")
+                    }
+                }
+            } catch {
+                state.withLock { $0.discoveryFailure = "\(error)" }
+                logger.error("discovery \(discovery.name) stopped: \(error). Live links and the peer book keep the mesh; fix the cause and restart.")
+            }
+        }
+        state.withLock { $0.discoveryTask = task }
+    }
+
+    // MARK: Links
+
+    private func dial(_ plan: ConnectionManager.DialPlan) async {
+        let stream: MeshStream
+        do {
+            stream = try await transport.connect(to: plan.endpoint.address, expectedPeer: plan.peer)
+        } catch {
+            await manager.dialFailed(plan, error: error)
+            return
+        }
+        await withTaskExecutorPreference(stream.executor) {
+            await serve(stream, direction: .outbound, expected: plan.peer, plan: plan)
+        }
+    }
+
+    /// Serves one link from the Hello exchange to its end.
+    func serve(_ stream: MeshStream, direction: LinkDirection, expected: NodeID?, plan: ConnectionManager.DialPlan? = nil) async {
+        let identity = await manager.identity
+        let link: PeerLink
+        do {
+            try await stream.outbound.write(LinkHandshake.hello(for: identity))
+            let first = try await firstEnvelope(of: stream)
+            let (peerID, hello) = try LinkHandshake.validate(first, local: identity, peer: stream.peer, expected: expected)
+            link = PeerLink(peerID: peerID, hello: hello, direction: direction, stream: stream)
+        } catch {
+            logger.warning("link \(direction == .inbound ? "from" : "to") \(stream.peer) refused: \(error)")
+            if let plan { await manager.dialFailed(plan, error: error) }
+            await refuse(stream, reason: "\(error)")
+            return
+        }
+        switch await manager.admit(link) {
+        case .refused(let reason):
+            logger.debug("link \(direction == .inbound ? "from" : "to") \(link.peerID) not kept: \(reason)")
+            await refuse(stream, reason: reason)
+            return
+        case .admitted(let displaced):
+            displaced?.close(reason: "replaced by a newer link")
+        }
+        logger.info("link to \(link.peerID) up (\(direction.rawValue), \(link.transport), \(link.remoteAddress))")
+        await application?.linkEstablished(link)
+        Self.trySend(Self.ping(), on: link)
+        Self.trySend(await manager.peerExchange(), on: link)
+        let error = await run(link)
+        await manager.linkEnded(link, error: error)
+        await application?.linkClosed(link)
+    }
+
+    /// The peer's first envelope, or an error after the handshake timeout.
+    private func firstEnvelope(of stream: MeshStream) async throws -> Envelope? {
+        let timeout = options.handshakeTimeout
+        return try await withThrowingTaskGroup(of: Envelope??.self) { group in
+            group.addTask {
+                var iterator = stream.inbound.makeAsyncIterator()
+                return .some(try await iterator.next())
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return Envelope??.none
+            }
+            defer { group.cancelAll() }
+            guard let result = try await group.next(), let first = result else {
+                throw MeshError(.badHello, "no Hello from the peer within \(timeout)")
+            }
+            return first
+        }
+    }
+
+    /// Says why, ends our half, waits briefly for the peer's end, then cuts the link.
+    private func refuse(_ stream: MeshStream, reason: String) async {
+        let grace = options.closeGrace
+        _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await stream.outbound.write(LinkHandshake.goodbye(reason))
+                await stream.outbound.finish()
+                for try await _ in stream.inbound {}
+            }
+            group.addTask { try await Task.sleep(for: grace) }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+        stream.outbound.abort()
+    }
+
+    /// Reads, writes and watches one admitted link until it ends; returns why it broke, if it did.
+    private func run(_ link: PeerLink) async -> (any Error)? {
+        let options = options
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while let envelope = try await link.outbound.next() {
+                        try await link.stream.outbound.write(envelope)
+                    }
+                    await link.stream.outbound.finish()
+                }
+                group.addTask {
+                    for try await envelope in link.stream.inbound {
+                        link.touch()
+                        await self.handle(envelope, on: link)
+                    }
+                    link.close(reason: link.goodbyeReceived.map { "answering the peer's goodbye (\($0))" } ?? "the peer ended the link")
+                }
+                group.addTask {
+                    try await Self.watch(link, options: options)
+                }
+                // Reader and writer both end on a clean close; the watchdog only ever throws.
+                try await group.next()
+                try await group.next()
+                group.cancelAll()
+            }
+            return nil
+        } catch {
+            link.outbound.finish()
+            link.stream.outbound.abort()
+            return error
+        }
+    }
+
+    /// Pings on schedule; throws when the peer went silent or ignores our close.
+    private static func watch(_ link: PeerLink, options: MeshOptions) async throws {
+        var nextPing = ContinuousClock.now + options.pingInterval
+        let step = min(options.pingInterval, .milliseconds(250))
+        while true {
+            try await Task.sleep(for: step)
+            let now = ContinuousClock.now
+            if let closing = link.closeRequestedAt, now - closing > options.closeGrace {
+                throw MeshError(.refused, "the peer did not end the link within \(options.closeGrace) of this node's goodbye")
+            }
+            if now - link.lastReceived > options.peerTimeout {
+                throw MeshError(.peerTimeout, "nothing from \(link.peerID) for \(options.peerTimeout) (mesh.peer_timeout)")
+            }
+            if now >= nextPing {
+                trySend(ping(), on: link)
+                nextPing = now + options.pingInterval
+            }
+        }
+    }
+
+    private func handle(_ envelope: Envelope, on link: PeerLink) async {
+        switch envelope.body {
+        case .ping(let ping):
+            var pong = Envelope()
+            pong.pong.nonce = ping.nonce
+            pong.pong.pingSentUnixMicros = ping.sentUnixMicros
+            try? await link.send(pong)
+        case .pong(let pong):
+            let micros = max(0, unixMicros() - pong.pingSentUnixMicros)
+            link.recordRoundTrip(.microseconds(micros))
+        case .peerExchange(let exchange):
+            await manager.learn(exchange, from: link)
+        case .goodbye(let goodbye):
+            link.receivedGoodbye(goodbye.reason)
+            logger.info("\(link.peerID) says goodbye: \(goodbye.reason)")
+        case .hello:
+            logger.warning("\(link.peerID) sent a second Hello; ignored")
+        case .none:
+            break  // a kind this version does not know: skipped, as the contract says
+        default:
+            await application?.received(envelope, from: link)
+        }
+    }
+
+    static func ping() -> Envelope {
+        var envelope = Envelope()
+        envelope.ping.nonce = UInt64.random(in: 1...UInt64.max)
+        envelope.ping.sentUnixMicros = unixMicros()
+        return envelope
+    }
+
+    /// Sends without waiting: control messages never block a loop; if the
+    /// link's queue is full the peer is not reading, and the watchdog will act.
+    static func trySend(_ envelope: Envelope, on link: PeerLink) {
+        guard link.outbound.bufferedCount < link.outbound.capacity else { return }
+        Task { try? await link.send(envelope) }
+    }
+
+    // MARK: For the layers above
+
+    /// Live links, by peer id.
+    public func links() async -> [PeerLink] { await manager.liveLinks }
+
+    /// The live link to `peer`, if any.
+    public func link(to peer: NodeID) async -> PeerLink? { await manager.link(to: peer) }
+
+    public var localIdentity: LocalIdentity { get async { await manager.identity } }
+
+    /// The address the transport bound, once listening.
+    public var listeningAddress: HostPort? { state.withLock { $0.listening } }
+
+    public func status() async -> MeshStatus {
+        let identity = await manager.identity
+        let peers = await manager.status()
+        let health = await manager.discoveryHealth
+        let failure = state.withLock { $0.discoveryFailure }
+        let discoveryStatus: DiscoveryStatus
+        if let failure {
+            discoveryStatus = DiscoveryStatus(kind: discovery?.name ?? "none", health: "failed", detail: failure)
+        } else {
+            switch health {
+            case .none: discoveryStatus = DiscoveryStatus(kind: discovery?.name ?? "none", health: discovery == nil ? "none" : "starting")
+            case .healthy: discoveryStatus = DiscoveryStatus(kind: discovery?.name ?? "none", health: "healthy")
+            case .degraded(let reason): discoveryStatus = DiscoveryStatus(kind: discovery?.name ?? "none", health: "degraded", detail: reason)
+            }
+        }
+        let local = LocalStatus(
+            nodeID: identity.nodeID.rawValue, name: identity.displayName, cluster: identity.clusterName, incarnation: identity.incarnation,
+            startedAt: Timestamp.string(startedAt), version: AgentFlowVersion.current, transport: identity.transport,
+            listen: listeningAddress?.description, advertised: identity.advertised.map(\.description), tls: usesTLS,
+            maxPeers: options.maxPeers, discovery: discoveryStatus, labels: identity.labels)
+        return MeshStatus(local: local, peers: peers, linkCount: peers.filter { $0.state == .connected }.count)
+    }
+
+    /// Counters for `/metrics`.
+    public func counters() async -> (dialFailures: Int, linksEstablished: Int) { await manager.counters }
+}

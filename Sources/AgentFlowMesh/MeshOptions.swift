@@ -1,0 +1,61 @@
+public import AgentFlowCore
+public import AgentFlowProto
+import Foundation
+
+/// How the mesh keeps its links; from the `mesh:` block of a master's config.
+public struct MeshOptions: Sendable {
+    /// Direct links to keep; 0 is a full mesh (see `MeshTopology`).
+    public var maxPeers: Int
+    /// Longest wait for the peer's `Hello` once the transport has connected.
+    public var handshakeTimeout: Duration
+    /// Ping every link this often (RTT; proof of life).
+    public var pingInterval: Duration
+    /// A link with no message for this long is dead.
+    public var peerTimeout: Duration
+    public var backoff: ReconnectBackoff
+    public var peerExchangeInterval: Duration
+    /// Where the peer book lives; nil keeps it in memory only.
+    public var peerBookFile: String?
+    public var peerBookMaxAge: Duration
+    /// How long a link that this node closed may wait for the peer's end before it is cut.
+    public var closeGrace: Duration
+    /// How often the manager looks for peers to dial and links to prune.
+    public var tick: Duration
+
+    public init(maxPeers: Int = 0, handshakeTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(20),
+                backoff: ReconnectBackoff = ReconnectBackoff(), peerExchangeInterval: Duration = .seconds(30), peerBookFile: String? = nil,
+                peerBookMaxAge: Duration = .seconds(72 * 3_600), closeGrace: Duration = .seconds(2), tick: Duration = .milliseconds(100)) {
+        self.maxPeers = maxPeers
+        self.handshakeTimeout = handshakeTimeout
+        self.pingInterval = pingInterval
+        self.peerTimeout = peerTimeout
+        self.backoff = backoff
+        self.peerExchangeInterval = peerExchangeInterval
+        self.peerBookFile = peerBookFile
+        self.peerBookMaxAge = peerBookMaxAge
+        self.closeGrace = closeGrace
+        self.tick = tick
+    }
+
+    /// The options a master's config asks for; the peer book lives in its data folder.
+    public init(_ settings: MasterConfig.MeshSettings, dataDirectory: String) {
+        self.init(
+            maxPeers: settings.maxPeers, handshakeTimeout: settings.dialTimeout.duration, pingInterval: settings.pingInterval.duration,
+            peerTimeout: settings.peerTimeout.duration, backoff: ReconnectBackoff(maximum: settings.reconnectMaxDelay.duration),
+            peerExchangeInterval: settings.peerExchangeInterval.duration,
+            peerBookFile: (dataDirectory as NSString).appendingPathComponent("peer-book.json"),
+            peerBookMaxAge: settings.peerBookMaxAge.duration)
+    }
+}
+
+/// What the mesh hands the layer above it (cluster state): links coming and
+/// going, and every envelope that is not the mesh's own business.
+public protocol MeshApplication: Sendable {
+    /// A link was admitted; the `Hello` exchange is done. Called before any
+    /// other envelope of the link is delivered.
+    func linkEstablished(_ link: PeerLink) async
+    /// An envelope from the peer of `link` (never Hello, Ping, Pong, PeerExchange or Goodbye).
+    /// Called in the link's arrival order; the link reads no further until it returns.
+    func received(_ envelope: Envelope, from link: PeerLink) async
+    func linkClosed(_ link: PeerLink) async
+}

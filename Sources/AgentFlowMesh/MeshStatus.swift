@@ -1,0 +1,85 @@
+/// One peer as `GET /api/cluster/status` shows it.
+public struct PeerStatus: Codable, Sendable, Hashable {
+    public enum State: String, Codable, Sendable {
+        /// A live link.
+        case connected
+        /// A dial is in progress.
+        case connecting
+        /// The last dial failed; waiting `next_attempt_in_ms` before the next.
+        case backoff
+        /// Known, not linked, not being dialled (not a preferred neighbour under `max_peers`, or no endpoint).
+        case idle
+    }
+
+    public var nodeID: String
+    public var name: String
+    public var state: State
+    /// True while a direct link carries this peer's traffic.
+    public var direct: Bool
+    public var transport: String
+    public var direction: LinkDirection?
+    public var remoteAddress: String?
+    /// Addresses this node would dial, freshest first.
+    public var endpoints: [String]
+    public var rttMilliseconds: Double?
+    public var connectedSince: String?
+    public var lastConnected: String?
+    public var lastDisconnected: String?
+    public var lastError: String?
+    /// Failed attempts since the last good link.
+    public var failures: Int
+    public var nextAttemptInMilliseconds: Int?
+    public var messagesReceived: UInt64?
+    public var messagesSent: UInt64?
+    /// How this node knows the peer: discovery, peer_book, peer_exchange, inbound, dialled.
+    public var sources: [String]
+    public var labels: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id", name, state, direct, transport, direction, remoteAddress = "remote_address", endpoints
+        case rttMilliseconds = "rtt_ms", connectedSince = "connected_since", lastConnected = "last_connected"
+        case lastDisconnected = "last_disconnected", lastError = "last_error", failures
+        case nextAttemptInMilliseconds = "next_attempt_in_ms", messagesReceived = "messages_received", messagesSent = "messages_sent"
+        case sources, labels
+    }
+}
+
+/// The local node as `GET /api/cluster/status` shows it.
+public struct LocalStatus: Codable, Sendable, Hashable {
+    public var nodeID: String
+    public var name: String
+    public var cluster: String
+    public var incarnation: UInt64
+    public var startedAt: String
+    public var version: String
+    public var transport: String
+    public var listen: String?
+    public var advertised: [String]
+    public var tls: Bool
+    public var maxPeers: Int
+    public var discovery: DiscoveryStatus
+    public var labels: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id", name, cluster, incarnation, startedAt = "started_at", version, transport, listen, advertised, tls
+        case maxPeers = "max_peers", discovery, labels
+    }
+}
+
+public struct DiscoveryStatus: Codable, Sendable, Hashable {
+    public var kind: String
+    /// `healthy`, `degraded`, `starting` or `failed`.
+    public var health: String
+    public var detail: String?
+}
+
+/// `GET /api/cluster/status`.
+public struct MeshStatus: Codable, Sendable, Hashable {
+    public var local: LocalStatus
+    public var peers: [PeerStatus]
+    public var linkCount: Int
+
+    enum CodingKeys: String, CodingKey {
+        case local, peers, linkCount = "link_count"
+    }
+}

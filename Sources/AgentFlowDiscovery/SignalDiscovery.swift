@@ -214,13 +214,17 @@ private final class SignalSession: Sendable {
         }
 
         // Cancelled: the node is leaving; tell the server so peers stop seeing it at once.
+        // In a task of its own: this one is cancelled, and a cancelled task's request would not be sent.
         if registration != nil {
-            do {
-                try await client.deregister(nodeID: local.nodeID, secret: secret)
-                logger.info("deregistered from the signal server")
-            } catch {
-                logger.debug("deregistration failed (the record will expire by itself): \(error)")
-            }
+            let nodeID = local.nodeID
+            await Task {
+                do {
+                    try await client.deregister(nodeID: nodeID, secret: secret)
+                    logger.info("deregistered from the signal server")
+                } catch {
+                    logger.debug("deregistration failed (the record will expire by itself): \(error)")
+                }
+            }.value
         }
     }
 }

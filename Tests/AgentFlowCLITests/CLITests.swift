@@ -122,8 +122,8 @@ struct CLITests {
     }
 }
 
-@Suite("agentflow signal process")
-struct SignalProcessTests {
+@Suite("agentflow processes: signal, master, demo", .serialized)
+struct ProcessTests {
     @Test("runs on a config, answers, and exits cleanly on SIGTERM")
     func sigterm() async throws {
         let port = Int.random(in: 41_000...49_000)
@@ -157,5 +157,52 @@ struct SignalProcessTests {
         #expect(process.terminationStatus == 0)
         #expect(log.contains("signal server stopped"))
         #expect(log.contains("node=signal"))
+    }
+
+    @Test("master without certificates says how to make them")
+    func masterWithoutCertificates() throws {
+        let folder = FileManager.default.temporaryDirectory.appending(path: "no-certs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let result = try CLITests.run(["master"], environment: ["AGENTFLOW_MASTER__NODE__DATA_DIR": folder.path(), "AGENTFLOW_MASTER__NODE__ID": "edge-1"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("tls.mode is mtls but"))
+        #expect(result.stderr.contains("agentflow certs node edge-1 --ca-dir ./agentflow-ca --out \(folder.path())"), "\(result.stderr)")
+    }
+
+    @Test("demo: a signal server and three masters form a full mesh, and Ctrl-C stops them all")
+    func demo() async throws {
+        let folder = FileManager.default.temporaryDirectory.appending(path: "demo-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let output = folder.appending(path: "demo.out")
+        _ = FileManager.default.createFile(atPath: output.path(), contents: nil)
+        let base = Int.random(in: 20_000...40_000) / 100 * 100
+        let process = Process()
+        process.executableURL = CLITests.executable
+        process.arguments = ["demo", "--dir", folder.appending(path: "state").path(), "--base-port", String(base), "--transport", "tcp"]
+        let handle = try FileHandle(forWritingTo: output)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        func text() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline && text().components(separatedBy: "2/2 links").count < 4 {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(text().components(separatedBy: "2/2 links").count == 4, "each master reports 2/2 links: \(text())")
+        #expect(text().contains("http://127.0.0.1:\(base + 20)/api/cluster/status"))
+        kill(process.processIdentifier, SIGINT)
+        let stopBy = ContinuousClock.now + .seconds(15)
+        while process.isRunning && ContinuousClock.now < stopBy { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!process.isRunning)
+        #expect(process.terminationStatus == 0)
+        #expect(text().contains("stopped."))
+        #expect(!text().contains("did not stop in time"))
+        // The masters stopped gracefully: each says so in its log.
+        for id in ["master-1", "master-2", "master-3"] {
+            let log = (try? String(contentsOf: folder.appending(path: "state/logs/\(id).log"), encoding: .utf8)) ?? ""
+            #expect(log.contains("master \(id) stopped"), "\(id) log")
+        }
     }
 }

@@ -96,6 +96,15 @@ final class ClusterHarness: @unchecked Sendable {
 
     func isRunning(_ name: String) -> Bool { processes[name]?.isRunning == true }
 
+    func process(_ name: String) -> Process? { processes[name] }
+
+    /// Node ids the signal server lists now.
+    func signalList() async throws -> [String] {
+        let response = try await http.request("GET", "http://127.0.0.1:\(signalPort)/list", timeoutMilliseconds: 2_000)
+        struct List: Decodable { struct Node: Decodable { var node_id: String }; var nodes: [Node] }
+        return try JSONDecoder().decode(List.self, from: Data(response.body)).nodes.map(\.node_id)
+    }
+
     func log(_ name: String) -> String {
         (try? String(contentsOf: root.appending(path: "logs/\(name).log"), encoding: .utf8)) ?? ""
     }

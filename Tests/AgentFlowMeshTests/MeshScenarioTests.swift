@@ -151,6 +151,24 @@ struct MeshScenarioTests {
         #expect(cluster.isRunning("m1"))
     }
 
+    @Test("SIGTERM: a master says goodbye to its peers, leaves the signal server at once, and exits 0")
+    func gracefulStop() async throws {
+        let cluster = try ClusterHarness(transport: "grpc")
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2", "m3"]
+        try cluster.startSignal()
+        for node in nodes { try cluster.startMaster(node, discovery: .signal) }
+        try await cluster.waitForFullMesh(nodes)
+        let m3 = try #require(cluster.process("m3"))
+        cluster.signal("m3", SIGTERM)
+        #expect(m3.terminationStatus == 0)
+        let gone = try await cluster.status("m1").peers.first { $0.nodeID == "m3" }
+        #expect(gone?.state != .connected)
+        #expect(gone?.lastError?.contains("the peer said goodbye: m3 is shutting down") == true, "\(gone?.lastError ?? "")")
+        let list = try await cluster.signalList()
+        #expect(!list.contains("m3"), "deregistered, not left to expire")
+    }
+
     @Test("max_peers = 2: five masters that each know only m1 find the rest and settle into a ring")
     func partialMesh() async throws {
         let cluster = try ClusterHarness(transport: "tcp")

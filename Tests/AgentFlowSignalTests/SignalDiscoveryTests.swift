@@ -1,0 +1,137 @@
+import AgentFlowCore
+import AgentFlowDiscovery
+import AgentFlowSignal
+import Foundation
+import Synchronization
+import Testing
+
+/// The `signal` discovery backend against a real signal server.
+@Suite("signal discovery backend", .serialized)
+struct SignalDiscoveryTests {
+    /// Follows one node's discovery stream, keeping the latest update.
+    final class Follower: Sendable {
+        final class Latest: Sendable {
+            let value = Mutex<PeerSetUpdate?>(nil)
+            func withLock<T>(_ body: (inout PeerSetUpdate?) -> T) -> T { value.withLock { body(&$0) } }
+        }
+
+        let latest = Latest()
+        let task: Task<Void, Never>
+        let dataDirectory: String
+
+        init(_ id: String, server: RunningSignalServer, heartbeat: String = "auto") throws {
+            dataDirectory = FileManager.default.temporaryDirectory.appending(path: "signal-discovery-\(UUID().uuidString)").path()
+            let yaml = """
+                kind: signal
+                url: \(server.base)
+                poll_interval: 200ms
+                heartbeat: \(heartbeat)
+                request_timeout: 1s
+                """
+            let section = try ConfigSection.root(ConfigNode.parse(yaml: yaml, file: "test.yml"))
+            let options = try SignalDiscoveryModule.decodeOptions(from: section)
+            let discovery = try SignalDiscoveryModule.makeDiscovery(options: options, context: DiscoveryContext(localNodeID: NodeID(id)!, dataDirectory: dataDirectory))
+            let announcement = LocalAnnouncement(
+                nodeID: NodeID(id)!, displayName: id.uppercased(),
+                endpoints: [DiscoveredEndpoint(transport: "grpc", address: HostPort(host: "127.0.0.1", port: 40_000 + Int.random(in: 1...9_999)))], labels: ["zone": "test"])
+            let latest = self.latest
+            task = Task {
+                do {
+                    for try await update in discovery.peerSets(announcing: announcement) { latest.withLock { $0 = update } }
+                } catch {}
+            }
+        }
+
+        var peers: Set<String> { Set(latest.withLock { $0?.peers.map(\.nodeID.rawValue) ?? [] }) }
+
+        var secret: String {
+            (try? String(contentsOfFile: dataDirectory + "/signal-secret", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        }
+
+        func stop() async {
+            task.cancel()
+            await task.value
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: dataDirectory) }
+    }
+
+    static func stunHeartbeats(_ server: RunningSignalServer) async throws -> Int {
+        let text = try await server.call("GET", "/metrics").body
+        let line = text.split(separator: "\n").first { $0.hasPrefix("agentflow_signal_stun_packets_total") && $0.contains("result=\"heartbeat\"") }
+        return line.flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? 0) } ?? 0
+    }
+
+    @Test("registers, heartbeats over STUN past the TTL, sees peers arrive, and deregisters when stopped")
+    func followsTheRegistry() async throws {
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 2s\n  sweep_interval: 200ms\n")
+        defer { Task { await server.stop() } }
+        let a = try Follower("node-a", server: server)
+        let b = try Follower("node-b", server: server)
+        try await waitUntil { a.peers == ["node-b"] && b.peers == ["node-a"] }
+        let peer = try #require(a.latest.withLock { $0?.peers.first })
+        #expect(peer.displayName == "NODE-B" && peer.labels == ["zone": "test"] && peer.endpoints.first?.transport == "grpc")
+
+        // Past the TTL, both are still listed: their STUN heartbeats keep them.
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await server.listedIDs().sorted() == ["node-a", "node-b"])
+        #expect(try await Self.stunHeartbeats(server) >= 4)
+
+        // A stopped node deregisters at once (well before its TTL would evict it).
+        await b.stop()
+        try await waitUntil(timeout: .seconds(1)) { a.peers.isEmpty }
+        await a.stop()
+    }
+
+    @Test("an evicted node registers again by itself")
+    func reRegistersAfterEviction() async throws {
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 2s\n  sweep_interval: 200ms\n")
+        defer { Task { await server.stop() } }
+        let a = try Follower("node-a", server: server)
+        try await waitUntil { (try? await server.listedIDs()) == ["node-a"] }
+        // Evict it behind its back (what a TTL expiry or a server restart does).
+        let reply = try await server.call("POST", "/deregister", json: ["node_id": "node-a", "secret": a.secret])
+        #expect(reply.status == 200, "\(reply.body)")
+        #expect(try await server.listedIDs().isEmpty)
+        try await waitUntil(timeout: .seconds(4)) { (try? await server.listedIDs()) == ["node-a"] }
+        await a.stop()
+    }
+
+    @Test("heartbeat: rest keeps a node alive without STUN")
+    func restHeartbeats() async throws {
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 1500ms\n  sweep_interval: 100ms\n")
+        defer { Task { await server.stop() } }
+        let a = try Follower("node-a", server: server, heartbeat: "rest")
+        try await waitUntil { (try? await server.listedIDs()) == ["node-a"] }
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await server.listedIDs() == ["node-a"])
+        #expect(try await Self.stunHeartbeats(server) == 0)
+        await a.stop()
+    }
+
+    @Test("an unreachable server: degraded, last peers kept")
+    func unreachable() async throws {
+        let server = try await RunningSignalServer.start()
+        let a = try Follower("node-a", server: server)
+        let b = try Follower("node-b", server: server)
+        try await waitUntil { a.peers == ["node-b"] }
+        await server.stop()
+        try await waitUntil(timeout: .seconds(5)) {
+            if case .degraded = a.latest.withLock({ $0?.health }) { return true }
+            return false
+        }
+        #expect(a.peers == ["node-b"])
+        await a.stop()
+        await b.stop()
+    }
+}
+
+func waitUntil(timeout: Duration = .seconds(5), _ condition: @Sendable () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("condition not met within \(timeout)")
+    throw CancellationError()
+}

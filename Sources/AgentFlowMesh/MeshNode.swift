@@ -238,14 +238,20 @@ public final class MeshNode: Sendable {
                     try await Self.watch(link, options: options)
                 }
                 // Reader and writer both end on a clean close; the watchdog only ever throws.
-                try await group.next()
-                try await group.next()
+                do {
+                    try await group.next()
+                    try await group.next()
+                } catch {
+                    // Cut the link before the group waits for its children: a reader or
+                    // writer blocked on a silent peer would otherwise hold it open.
+                    link.outbound.finish()
+                    link.stream.outbound.abort()
+                    throw error
+                }
                 group.cancelAll()
             }
             return nil
         } catch {
-            link.outbound.finish()
-            link.stream.outbound.abort()
             return error
         }
     }

@@ -42,6 +42,17 @@ struct BoundedAsyncQueueTests {
         queue.finish()
         await #expect(throws: QueueClosedError.self) { try await blocked.value }
     }
+
+    @Test("a waiting receiver is released by cancellation, and the queue still works after")
+    func waitingReceiver() async throws {
+        let queue = BoundedAsyncQueue<Int>(capacity: 4)
+        let waiting = Task { try await queue.next() }
+        try await Task.sleep(for: .milliseconds(50))
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        try await queue.send(7)
+        #expect(try await queue.next() == 7)
+    }
 }
 
 @Suite("Wire contract")

@@ -186,7 +186,7 @@ final class ClusterHarness: @unchecked Sendable {
               kind: \(transport)
               listen: 127.0.0.1:\(p2p)
               keepalive_interval: 500ms
-              dead_peer_timeout: 3s
+              dead_peer_timeout: 10s
             \(discoveryBlock)
             mesh:
               max_peers: \(maxPeers)

@@ -151,6 +151,29 @@ struct MeshScenarioTests {
         #expect(cluster.isRunning("m1"))
     }
 
+    @Test("a frozen master (SIGSTOP) is dropped within mesh.peer_timeout, and rejoins when it thaws", arguments: ["grpc", "tcp"])
+    func frozenPeer(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2", "m3"]
+        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
+        try await cluster.waitForFullMesh(nodes)
+        let pid = try #require(cluster.process("m2")).processIdentifier
+        kill(pid, SIGSTOP)
+        let frozenAt = ContinuousClock.now
+        try await eventually("m1 and m3 to drop the frozen m2", timeout: .seconds(8)) {
+            let m1 = await cluster.connectedPeers("m1")
+            let m3 = await cluster.connectedPeers("m3")
+            return !m1.contains("m2") && !m3.contains("m2")
+        }
+        // mesh.peer_timeout is 3s; the transports' own dead-peer timeout is 10s here, so this is the mesh noticing.
+        #expect(ContinuousClock.now - frozenAt < .seconds(5))
+        let linked = await cluster.connectedPeers("m1")
+        #expect(linked == ["m3"], "the others' link is untouched")
+        kill(pid, SIGCONT)
+        try await cluster.waitForFullMesh(nodes)
+    }
+
     @Test("SIGTERM: a master says goodbye to its peers, leaves the signal server at once, and exits 0")
     func gracefulStop() async throws {
         let cluster = try ClusterHarness(transport: "grpc")

@@ -86,24 +86,34 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         }
     }
 
-    /// The next element; nil after `finish()` once drained; throws the finishing error.
+    /// The next element; nil after `finish()` once drained; throws the finishing
+    /// error, or `CancellationError` if the waiting task is cancelled.
     public func next() async throws -> Element? {
         if let element = try takeIfReady() { return element }
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Element?, any Error>) in
-            let ready: Result<Element?, any Error>? = state.withLock { state in
-                if let element = state.popFirst() {
-                    admitOneSender(&state)
-                    return .success(element)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Element?, any Error>) in
+                let ready: Result<Element?, any Error>? = state.withLock { state in
+                    if let element = state.popFirst() {
+                        admitOneSender(&state)
+                        return .success(element)
+                    }
+                    if state.finished {
+                        if let failure = state.failure { return .failure(failure) }
+                        return .success(nil)
+                    }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    precondition(state.waitingReceiver == nil, "BoundedAsyncQueue supports one consumer")
+                    state.waitingReceiver = continuation
+                    return nil
                 }
-                if state.finished {
-                    if let failure = state.failure { return .failure(failure) }
-                    return .success(nil)
-                }
-                precondition(state.waitingReceiver == nil, "BoundedAsyncQueue supports one consumer")
-                state.waitingReceiver = continuation
-                return nil
+                if let ready { continuation.resume(with: ready) }
             }
-            if let ready { continuation.resume(with: ready) }
+        } onCancel: {
+            let receiver = state.withLock { state -> CheckedContinuation<Element?, any Error>? in
+                defer { state.waitingReceiver = nil }
+                return state.waitingReceiver
+            }
+            receiver?.resume(throwing: CancellationError())
         }
     }
 

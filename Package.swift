@@ -254,7 +254,7 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto",
                 // Only for checking the example configs against the modules `agentflow` registers.
-                "AgentFlowGRPC", "AgentFlowTCP",
+                "AgentFlowGRPC", "AgentFlowTCP", "AgentFlowDiscovery",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

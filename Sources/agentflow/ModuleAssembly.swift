@@ -17,6 +17,8 @@ enum ModuleAssembly {
         registry.register(discovery: InMemoryDiscoveryModule.self)
         registry.register(discovery: StaticPeersDiscoveryModule.self)
         registry.register(discovery: SignalDiscoveryModule.self)
+        // A master with no config looks for a signal server on loopback (it keeps running without one).
+        registry.defaultDiscovery = SignalDiscoveryModule.name
         return registry
     }
 }

@@ -1,4 +1,5 @@
 import AgentFlowCore
+import AgentFlowDiscovery
 import AgentFlowGRPC
 import AgentFlowTCP
 import Foundation
@@ -52,6 +53,8 @@ struct ConfigDefaultsTests {
         var registry = inMemoryRegistry()
         registry.register(transport: GRPCTransportModule.self)
         registry.register(transport: TCPTransportModule.self)
+        registry.register(discovery: SignalDiscoveryModule.self)
+        registry.register(discovery: StaticPeersDiscoveryModule.self)
         let (config, yaml) = try ConfigLoader.load(file: file, role: nil, environment: [:], registry: registry)
         #expect(yaml.contains("role: \(config.role.rawValue)"))
     }

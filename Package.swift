@@ -144,11 +144,22 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
+        // MARK: Cluster state over the mesh: events, sync, relaying, commands, local monitoring
+        .target(
+            name: "AgentFlowCluster",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowMesh", "AgentFlowProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
         // MARK: The master process, assembled from config: mesh + local HTTP API
         .target(
             name: "AgentFlowMaster",
             dependencies: [
-                "AgentFlowCore", "AgentFlowMesh", "AgentFlowProto",
+                "AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

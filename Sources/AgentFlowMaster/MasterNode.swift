@@ -1,5 +1,7 @@
 public import AgentFlowCore
 public import AgentFlowMesh
+public import AgentFlowCluster
+import AgentFlowProto
 import Foundation
 import Hummingbird
 public import Logging
@@ -20,14 +22,18 @@ import UnixSignals
 public final class MasterNode: Sendable {
     public let config: MasterConfig
     public let mesh: MeshNode
+    /// The cluster view and event flow (publish here to tell every master).
+    public let cluster: ClusterNode
+    /// Host status, tasks, alerts; the actions commands run here.
+    public let monitor: LocalMonitor
+    public let commands: CommandRouter
     let logger: Logger
     let metricsRegistry: PrometheusCollectorRegistry
     private let apiBound = BoundAddress()
 
     /// Builds the modules config names. Throws when one cannot be built
     /// (for example, a certificate file that does not load).
-    public init(config: MasterConfig, logger: Logger, metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
-                application: (any MeshApplication)? = nil) throws {
+    public init(config: MasterConfig, logger: Logger, metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) throws {
         self.config = config
         self.logger = logger
         self.metricsRegistry = metricsRegistry
@@ -35,9 +41,21 @@ public final class MasterNode: Sendable {
             localNodeID: config.node.id, listenAddress: config.transport.listen, security: config.security, logger: logger))
         let discovery = try config.discovery.module.make(context: DiscoveryContext(
             localNodeID: config.node.id, dataDirectory: config.node.dataDirectory))
+        let incarnation = Self.nextIncarnation(dataDirectory: config.node.dataDirectory, logger: logger)
         let identity = LocalIdentity(
-            nodeID: config.node.id, displayName: config.node.displayName, clusterName: config.node.clusterName,
+            nodeID: config.node.id, displayName: config.node.displayName, clusterName: config.node.clusterName, incarnation: incarnation,
             transport: config.transport.module.name, advertised: [], labels: config.node.labels)
+        let settings = config.cluster
+        cluster = ClusterNode(
+            localID: config.node.id, incarnation: incarnation,
+            options: ClusterOptions(retainedEvents: settings.retainedEvents, syncInterval: settings.syncInterval.duration,
+                                    hopLimit: UInt32(settings.hopLimit), recentLogLines: settings.recentLogLines),
+            logger: logger)
+        monitor = LocalMonitor(
+            cluster: cluster, interval: settings.monitorInterval.duration, diskPaths: settings.diskPaths,
+            rules: settings.alerts.map(Self.rule), tasks: settings.tasks.map(Self.task), logger: logger)
+        commands = CommandRouter(node: cluster, allowed: Set(settings.allowedActions), actions: monitor, logger: logger, hopLimit: UInt32(settings.hopLimit))
+        let application = cluster
         let configured = config.transport.advertise
         mesh = MeshNode(
             identity: identity, transport: transport, discovery: discovery,
@@ -56,7 +74,8 @@ public final class MasterNode: Sendable {
         if config.security.isPlaintext {
             logger.warning("tls.mode is off: links are neither encrypted nor authenticated; anyone who reaches \(config.transport.listen) can join")
         }
-        let api = MasterAPI(mesh: mesh, token: config.api.token, metricsRegistry: metricsRegistry)
+        let api = MasterAPI(mesh: mesh, cluster: cluster, monitor: monitor, commands: commands, commandTimeout: config.cluster.commandTimeout.duration,
+                            token: config.api.token, metricsRegistry: metricsRegistry)
         let listen = config.api.listen
         let bound = apiBound
         let app = Application(
@@ -68,7 +87,7 @@ public final class MasterNode: Sendable {
             },
             logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: MeshService(mesh: mesh))],
+            services: [.init(service: app), .init(service: MeshService(mesh: mesh)), .init(service: ClusterService(cluster: cluster, monitor: monitor))],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         do {
@@ -95,6 +114,55 @@ public final class MasterNode: Sendable {
         }
         let unique = Array(Set(addresses)).sorted()
         return (unique.isEmpty ? ["127.0.0.1"] : unique).prefix(8).map { HostPort(host: $0, port: bound.port) }
+    }
+}
+
+extension MasterNode {
+    /// This run's incarnation: larger than every earlier run's, even if the
+    /// clock went back (the last one is kept in `<data_dir>/incarnation`), so
+    /// peers never take this run's events for stale ones.
+    static func nextIncarnation(dataDirectory: String, logger: Logger) -> UInt64 {
+        let file = (dataDirectory as NSString).appendingPathComponent("incarnation")
+        let last = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let now = UInt64(max(0, unixMicros()))
+        let next = max(last + 1, now)
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try String(next).write(toFile: file, atomically: true, encoding: .utf8)
+        } catch {
+            logger.warning("cannot record this run's incarnation in \(file): \(error); ordering across restarts relies on the clock")
+        }
+        return next
+    }
+
+    static func rule(_ settings: ClusterSettings.AlertSettings) -> AlertRule {
+        let severity: Agentflow_Mesh_V1_AlertSeverity = switch settings.severity {
+        case "info": .info
+        case "critical": .critical
+        default: .warning
+        }
+        return AlertRule(id: settings.id, metric: settings.metric, above: settings.above, below: settings.below,
+                         holdFor: settings.holdFor.duration, severity: severity, summary: settings.summary)
+    }
+
+    static func task(_ settings: ClusterSettings.TaskSettings) -> TaskSpec {
+        TaskSpec(name: settings.name, command: settings.command, restart: TaskSpec.RestartPolicy(rawValue: settings.restart) ?? .never,
+                 autostart: settings.autostart, restartDelay: settings.restartDelay.duration, maxLogLinesPerSecond: settings.maxLogLinesPerSecond)
+    }
+}
+
+/// Cluster upkeep as a service: anti-entropy sync and the local monitor (sampler, tasks).
+struct ClusterService: Service {
+    let cluster: ClusterNode
+    let monitor: LocalMonitor
+
+    func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await cluster.run() }
+            group.addTask { await monitor.run() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
     }
 }
 

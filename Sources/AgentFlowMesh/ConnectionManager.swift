@@ -59,6 +59,8 @@ actor ConnectionManager {
     private var lastBookSave = ContinuousClock.now
     private var lastFullSave = ContinuousClock.now
     private var dialFailures = 0
+    /// What each neighbour last said it is directly linked to (from its own PeerExchange entry).
+    private var neighbourLinks: [NodeID: Set<NodeID>] = [:]
     private var linksEstablished = 0
 
     init(identity: LocalIdentity, options: MeshOptions, logger: Logger) {
@@ -221,6 +223,7 @@ actor ConnectionManager {
         peer.sources.insert(link.direction == .inbound ? "inbound" : "dialled")
         peers[id] = peer
         linksEstablished += 1
+        exchangeDue = true  // neighbours learn our links at once (relays route by them)
         if book.record(id, name: link.peerName, endpoints: link.advertised, labels: link.labels, seenAtMicros: unixMicros()) {
             exchangeDue = true
         }
@@ -245,6 +248,8 @@ actor ConnectionManager {
     func linkEnded(_ link: PeerLink, error: (any Error)?) {
         guard var peer = peers[link.peerID], peer.link === link else { return }
         peer.link = nil
+        exchangeDue = true
+        neighbourLinks.removeValue(forKey: link.peerID)
         peer.lastDisconnectedAt = Date()
         let lived = Date().timeIntervalSince(link.connectedAt)
         if let goodbye = link.goodbyeReceived {
@@ -273,6 +278,12 @@ actor ConnectionManager {
 
     func link(to id: NodeID) -> PeerLink? { peers[id]?.link }
 
+    /// The nodes `neighbour` last reported a direct link to; nil when it has not said.
+    func linkedPeers(of neighbour: NodeID) -> Set<NodeID>? { neighbourLinks[neighbour] }
+
+    /// Every node this node knows of (linked, discovered, in the book), itself excluded.
+    var knownPeerIDs: Set<NodeID> { Set(peers.keys) }
+
     // MARK: Peer exchange
 
     /// What this node tells its peers it knows: the book, with live links refreshed.
@@ -285,6 +296,7 @@ actor ConnectionManager {
         me.endpoints = identity.advertised.map(\.wire)
         me.lastSeenUnixMicros = now
         me.labels = identity.labels
+        me.linkedPeers = liveLinks.map(\.peerID.rawValue)
         exchange.peers.append(me)
         for entry in book.entries.values.sorted(by: { $0.lastSeenMicros > $1.lastSeenMicros }).prefix(1_000) {
             var info = Agentflow_Mesh_V1_PeerInfo()
@@ -303,6 +315,9 @@ actor ConnectionManager {
     @discardableResult
     func learn(_ exchange: Agentflow_Mesh_V1_PeerExchange, from link: PeerLink) -> Int {
         let now = unixMicros()
+        if let own = exchange.peers.first(where: { $0.nodeID == link.peerID.rawValue }) {
+            neighbourLinks[link.peerID] = Set(own.linkedPeers.prefix(10_000).compactMap { NodeID($0) })
+        }
         let entries: [PeerBook.Entry] = exchange.peers.prefix(2_000).compactMap { info in
             guard let id = NodeID(info.nodeID), id != identity.nodeID, !retired.contains(id) else { return nil }
             let endpoints = info.endpoints.prefix(16).compactMap(DiscoveredEndpoint.init(wire:))

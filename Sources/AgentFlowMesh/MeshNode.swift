@@ -1,5 +1,5 @@
 public import AgentFlowCore
-import AgentFlowProto
+public import AgentFlowProto
 public import Logging
 import Foundation
 import Synchronization
@@ -288,6 +288,9 @@ public final class MeshNode: Sendable {
             link.recordRoundTrip(.microseconds(micros))
         case .peerExchange(let exchange):
             await manager.learn(exchange, from: link)
+            if let own = exchange.peers.first(where: { $0.nodeID == link.peerID.rawValue }) {
+                await application?.neighbour(link.peerID, isLinkedTo: Set(own.linkedPeers.prefix(10_000).compactMap { NodeID($0) }))
+            }
         case .goodbye(let goodbye):
             link.receivedGoodbye(goodbye.reason)
             logger.info("\(link.peerID) says goodbye: \(goodbye.reason)")
@@ -309,9 +312,8 @@ public final class MeshNode: Sendable {
 
     /// Sends without waiting: control messages never block a loop; if the
     /// link's queue is full the peer is not reading, and the watchdog will act.
-    static func trySend(_ envelope: Envelope, on link: PeerLink) {
-        guard link.outbound.bufferedCount < link.outbound.capacity else { return }
-        Task { try? await link.send(envelope) }
+    public static func trySend(_ envelope: Envelope, on link: PeerLink) {
+        link.trySend(envelope)
     }
 
     // MARK: For the layers above
@@ -321,6 +323,12 @@ public final class MeshNode: Sendable {
 
     /// The live link to `peer`, if any.
     public func link(to peer: NodeID) async -> PeerLink? { await manager.link(to: peer) }
+
+    /// The nodes `neighbour` last said it has direct links to (nil: not known yet).
+    public func linkedPeers(of neighbour: NodeID) async -> Set<NodeID>? { await manager.linkedPeers(of: neighbour) }
+
+    /// Every node this node knows of, linked or not (itself excluded).
+    public func knownPeers() async -> Set<NodeID> { await manager.knownPeerIDs }
 
     public var localIdentity: LocalIdentity { get async { await manager.identity } }
 

@@ -58,4 +58,10 @@ public protocol MeshApplication: Sendable {
     /// Called in the link's arrival order; the link reads no further until it returns.
     func received(_ envelope: Envelope, from link: PeerLink) async
     func linkClosed(_ link: PeerLink) async
+    /// `neighbour` reported the nodes it has direct links to (in its PeerExchange).
+    func neighbour(_ neighbour: NodeID, isLinkedTo peers: Set<NodeID>) async
+}
+
+extension MeshApplication {
+    public func neighbour(_ neighbour: NodeID, isLinkedTo peers: Set<NodeID>) async {}
 }

@@ -73,6 +73,15 @@ public final class PeerLink: Sendable, Identifiable {
         state.withLock { $0.sentMessages += 1 }
     }
 
+    /// Queues an envelope without waiting; false when the queue is full (the
+    /// peer is behind) or the link is closing.
+    @discardableResult
+    public func trySend(_ envelope: Envelope) -> Bool {
+        guard outbound.trySend(envelope) else { return false }
+        state.withLock { $0.sentMessages += 1 }
+        return true
+    }
+
     /// Ends the link cleanly: `Goodbye` with `reason`, then the end of our half.
     public func close(reason: String) {
         let first = state.withLock { state -> Bool in

@@ -859,6 +859,10 @@ public nonisolated struct Agentflow_Mesh_V1_PeerInfo: Sendable {
 
   public var labels: Dictionary<String,String> = [:]
 
+  /// Only in the sender's own entry: the nodes it has a live direct link to. A
+  /// relay skips forwarding an origin's events to a peer linked to that origin.
+  public var linkedPeers: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2177,7 +2181,7 @@ nonisolated extension Agentflow_Mesh_V1_PeerExchange: SwiftProtobuf.Message, Swi
 
 nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{c}\u{5}\u{3}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{3}linked_peers\0\u{c}\u{6}\u{2}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2189,6 +2193,7 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenUnixMicros) }()
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.linkedPeers) }()
       default: break
       }
     }
@@ -2207,6 +2212,9 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     if !self.labels.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.labels, fieldNumber: 4)
     }
+    if !self.linkedPeers.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.linkedPeers, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2215,6 +2223,7 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     if lhs.endpoints != rhs.endpoints {return false}
     if lhs.lastSeenUnixMicros != rhs.lastSeenUnixMicros {return false}
     if lhs.labels != rhs.labels {return false}
+    if lhs.linkedPeers != rhs.linkedPeers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

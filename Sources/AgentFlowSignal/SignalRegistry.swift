@@ -39,24 +39,24 @@ public struct SignalRegistry: Sendable {
         var secret: String?
     }
 
-    func parseRegistration(_ body: some Collection<UInt8>) throws(SignalAPIError) -> Registration {
+    func parseRegistration(_ body: some Collection<UInt8>) throws(JSONBodyError) -> Registration {
         var json = try StrictJSONObject.parse(body)
         let nodeID = try json.string("node_id", maxBytes: 63)!
-        guard NodeID.isValid(nodeID) else { throw .badRequest(field: "node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
+        guard NodeID.isValid(nodeID) else { throw .field("node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
         let name = try json.string("name", maxBytes: 128, required: false) ?? nodeID
         var endpoints: [EndpointView] = []
         for var endpoint in try json.objects("endpoints", maxCount: settings.maxEndpoints) {
             let transport = try endpoint.string("transport", maxBytes: 32)!
-            guard NodeID.isValid(transport) else { throw .badRequest(field: "\(endpoint.path).transport", "expected a transport name like grpc or tcp") }
+            guard NodeID.isValid(transport) else { throw .field("\(endpoint.path).transport", "expected a transport name like grpc or tcp") }
             let host = try endpoint.string("host", maxBytes: 253)!
             guard !host.isEmpty, HostPort(parsing: host.contains(":") ? "[\(host)]:1" : "\(host):1") != nil else {
-                throw .badRequest(field: "\(endpoint.path).host", "expected a host name or IP address")
+                throw .field("\(endpoint.path).host", "expected a host name or IP address")
             }
             let port = try endpoint.integer("port", in: 1...65_535)
             try endpoint.finish()
             endpoints.append(EndpointView(transport: transport, host: host, port: port))
         }
-        guard !endpoints.isEmpty else { throw .badRequest(field: "endpoints", "at least one endpoint is required (transport, host, port)") }
+        guard !endpoints.isEmpty else { throw .field("endpoints", "at least one endpoint is required (transport, host, port)") }
         let labels = try json.stringMap("labels", maxCount: settings.maxLabels, maxEntryBytes: settings.maxLabelBytes)
         let version = try json.string("version", maxBytes: 64, required: false) ?? "unknown"
         let secret = try json.string("secret", maxBytes: 128, required: false)
@@ -100,10 +100,10 @@ public struct SignalRegistry: Sendable {
 
     // MARK: Heartbeat and deregister
 
-    func parseCredentials(_ body: some Collection<UInt8>) throws(SignalAPIError) -> (nodeID: String, secret: String) {
+    func parseCredentials(_ body: some Collection<UInt8>) throws(JSONBodyError) -> (nodeID: String, secret: String) {
         var json = try StrictJSONObject.parse(body)
         let nodeID = try json.string("node_id", maxBytes: 63)!
-        guard NodeID.isValid(nodeID) else { throw .badRequest(field: "node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
+        guard NodeID.isValid(nodeID) else { throw .field("node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
         let secret = try json.string("secret", maxBytes: 128)!
         try json.finish()
         return (nodeID, secret)

@@ -150,7 +150,7 @@ final class ClusterHarness: @unchecked Sendable {
     func endpoint(of node: String) throws -> String { "\(transport)://127.0.0.1:\(try ports(of: node).p2p)" }
 
     /// Writes `node`'s config and peers file. Certificates are made on first use.
-    func writeMaster(_ node: String, discovery: Discovery, maxPeers: Int = 0) throws {
+    func writeMaster(_ node: String, discovery: Discovery, maxPeers: Int = 0, retainedEvents: Int = 4_096, extra: String = "") throws {
         let folder = root.appending(path: node)
         if !FileManager.default.fileExists(atPath: folder.appending(path: "certs/node.pem").path()) {
             try writeCertificates(node: node)
@@ -196,6 +196,12 @@ final class ClusterHarness: @unchecked Sendable {
               peer_exchange_interval: 1s
             api:
               listen: 127.0.0.1:\(api)
+            state:
+              sync_interval: 1s
+              retained_events: \(retainedEvents)
+            monitor:
+              interval: 1s
+            \(extra)
             """.write(to: folder.appending(path: "master.yml"), atomically: true, encoding: .utf8)
     }
 
@@ -208,8 +214,8 @@ final class ClusterHarness: @unchecked Sendable {
         try text.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
     }
 
-    func startMaster(_ node: String, discovery: Discovery? = nil, maxPeers: Int = 0) throws {
-        if let discovery { try writeMaster(node, discovery: discovery, maxPeers: maxPeers) }
+    func startMaster(_ node: String, discovery: Discovery? = nil, maxPeers: Int = 0, retainedEvents: Int = 4_096, extra: String = "") throws {
+        if let discovery { try writeMaster(node, discovery: discovery, maxPeers: maxPeers, retainedEvents: retainedEvents, extra: extra) }
         try launch(node, ["master", "--config", root.appending(path: "\(node)/master.yml").path()])
         try waitForHTTP("http://127.0.0.1:\(try ports(of: node).api)/healthz")
     }
@@ -220,6 +226,32 @@ final class ClusterHarness: @unchecked Sendable {
         let response = try await http.request("GET", "http://127.0.0.1:\(try ports(of: node).api)/api/cluster/status", timeoutMilliseconds: 2_000)
         guard response.status == 200 else { throw HarnessError("status of \(node): HTTP \(response.status)") }
         return try JSONDecoder().decode(MeshStatus.self, from: Data(response.body))
+    }
+
+    /// `node`'s merged cluster view (`GET /api/cluster/status`).
+    func view(_ node: String) async throws -> ClusterView {
+        let response = try await http.request("GET", "http://127.0.0.1:\(try ports(of: node).api)/api/cluster/status", timeoutMilliseconds: 2_000)
+        guard response.status == 200 else { throw HarnessError("status of \(node): HTTP \(response.status)") }
+        return try JSONDecoder().decode(ClusterView.self, from: Data(response.body))
+    }
+
+    /// A sample from `node`'s /metrics: the line starting with `series` (name and labels).
+    func metric(_ node: String, _ series: String) async throws -> Double {
+        let response = try await http.request("GET", "http://127.0.0.1:\(try ports(of: node).api)/metrics", timeoutMilliseconds: 2_000)
+        let text = String(decoding: response.body, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(series + " ") }), let value = Double(line.split(separator: " ").last ?? "") else {
+            throw HarnessError("\(node) has no metric \(series)")
+        }
+        return value
+    }
+
+    /// POSTs JSON to `node`'s API; returns the status and the decoded body.
+    @discardableResult
+    func post(_ node: String, _ path: String, _ json: [String: Any]) async throws -> (status: Int, body: [String: Any]) {
+        let data = try JSONSerialization.data(withJSONObject: json)
+        let response = try await http.request("POST", "http://127.0.0.1:\(try ports(of: node).api)\(path)", headers: ["Content-Type: application/json"],
+                                              body: Array(data), timeoutMilliseconds: 30_000)
+        return (response.status, (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:])
     }
 
     func connectedPeers(_ node: String) async -> Set<String> {
@@ -284,4 +316,33 @@ func freePort(udp: Bool = false) throws -> Int {
     guard bound == 0 else { throw HarnessError("bind() failed") }
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// The parts of `GET /api/cluster/status` the cluster tests read.
+struct ClusterView: Decodable {
+    struct State: Decodable {
+        struct Task: Decodable { var task: String; var state: String; var restarts: UInt32 }
+        struct Line: Decodable { var task: String; var line: String }
+        struct Alert: Decodable { var alert_id: String }
+        var tasks: [Task]
+        var recent_logs: [Line]
+        var alerts: [Alert]
+    }
+    struct Local: Decodable {
+        var node_id: String
+        var incarnation: UInt64
+        var last_sequence: UInt64
+        var state: State?
+    }
+    struct Remote: Decodable {
+        var node_id: String
+        var incarnation: UInt64
+        var last_sequence: UInt64
+        var path: String
+        var state: State
+    }
+    var local: Local
+    var remote: [Remote]
+
+    func remote(_ id: String) -> Remote? { remote.first { $0.node_id == id } }
 }

@@ -10,6 +10,8 @@ public struct MasterConfig: Sendable {
     public var discovery: DiscoverySettings
     public var mesh: MeshSettings
     public var api: APISettings
+    /// `state:`, `monitor:`, `tasks:`, `alerts:`, `commands:`.
+    public var cluster: ClusterSettings
 
     /// The `node:` block.
     public struct NodeSettings: Sendable {
@@ -137,7 +139,9 @@ public struct MasterConfig: Sendable {
         }
         try apiSection.finish()
 
-        return MasterConfig(node: node, log: log, transport: transport, security: security, discovery: discovery, mesh: mesh, api: api)
+        let cluster = try ClusterSettings.decode(from: root)
+
+        return MasterConfig(node: node, log: log, transport: transport, security: security, discovery: discovery, mesh: mesh, api: api, cluster: cluster)
     }
 
     /// The host name made into a valid node id, so a node with no config gets a sensible one.

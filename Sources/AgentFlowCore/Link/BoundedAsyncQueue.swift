@@ -86,6 +86,23 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         }
     }
 
+    /// Queues `element` without waiting: false when the queue is full or finished.
+    /// For senders that must never block (a broadcast that a lagging peer repairs by resync).
+    public func trySend(_ element: Element) -> Bool {
+        let receiver = state.withLock { state -> CheckedContinuation<Element?, any Error>?? in
+            if state.finished || state.count >= capacity || !state.waitingSenders.isEmpty { return .none }
+            if let receiver = state.waitingReceiver {
+                state.waitingReceiver = nil
+                return .some(receiver)
+            }
+            state.buffer.append(element)
+            return .some(nil)
+        }
+        guard let receiver else { return false }
+        receiver?.resume(returning: element)
+        return true
+    }
+
     /// The next element; nil after `finish()` once drained; throws the finishing
     /// error, or `CancellationError` if the waiting task is cancelled.
     public func next() async throws -> Element? {

@@ -16,6 +16,8 @@ struct JSONErrorMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as SignalAPIError {
             return JSONResponse.error(error)
+        } catch let error as JSONBodyError {
+            return JSONResponse.error(SignalAPIError(.badRequest, error.code, error.message))
         } catch let error as any HTTPResponseError {
             let apiError: SignalAPIError = switch error.status {
             case .notFound: SignalAPIError(.notFound, "not_found", "no route \(request.method) \(request.uri.path); see GET /openapi.yaml")

@@ -1,0 +1,210 @@
+import AgentFlowCore
+import AgentFlowMesh
+import Foundation
+import Testing
+
+/// Cluster state over the mesh, with real processes: events reach every
+/// master, nothing is lost or doubled across cuts and restarts, partial
+/// meshes converge through relays, and commands reach any master.
+@Suite("Cluster state scenarios (real processes)", .serialized)
+struct ClusterScenarioTests {
+    static let transports = ["grpc", "tcp"]
+
+    /// Publishes `count` distinct tasks (t-<offset+1>…) on `node`, each a separate event.
+    static func publishTasks(_ cluster: ClusterHarness, on node: String, count: Int, offset: Int = 0) async throws {
+        for index in 1...count {
+            let reply = try await cluster.post(node, "/api/publish/task_status", ["task": "t-\(offset + index)", "state": "running"])
+            #expect(reply.status == 202)
+        }
+    }
+
+    /// Waits until `node`'s view of `origin` holds exactly the tasks t-1…t-`count` and the origin's current sequence.
+    static func waitForTasks(_ cluster: ClusterHarness, on node: String, of origin: String, count: Int, timeout: Duration = .seconds(15)) async throws {
+        try await eventually("\(node) to hold \(count) tasks of \(origin)", timeout: timeout) {
+            guard let seen = try await cluster.view(node).remote(origin) else { return false }
+            let names = seen.state.tasks.map(\.task)
+            return names.count == count && Set(names) == Set((1...count).map { "t-\($0)" })
+        } describe: {
+            let seen = try? await cluster.view(node).remote(origin)
+            return "\(seen?.state.tasks.count ?? -1) tasks, sequence \(seen?.last_sequence ?? 0)"
+        }
+    }
+
+    @Test("a change on A is visible on B and C within a second", arguments: transports)
+    func propagation(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2", "m3"]
+        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
+        try await cluster.waitForFullMesh(nodes)
+        try await cluster.post("m1", "/api/publish/logs", ["task": "backup", "lines": ["line one", "line two"]])
+        try await cluster.post("m1", "/api/publish/alert", ["alert_id": "disk-low", "severity": "critical", "summary": "disk almost full"])
+        try await cluster.post("m1", "/api/publish/task_status", ["task": "backup", "state": "failed", "exit_code": 3])
+        for node in ["m2", "m3"] {
+            try await eventually("\(node) to see m1's changes", timeout: .seconds(1), every: .milliseconds(20)) {
+                guard let m1 = try await cluster.view(node).remote("m1") else { return false }
+                return m1.state.recent_logs.map(\.line).suffix(2) == ["line one", "line two"]
+                    && m1.state.alerts.contains { $0.alert_id == "disk-low" }
+                    && m1.state.tasks.contains { $0.task == "backup" && $0.state == "failed" }
+                    && m1.path == "direct"
+            }
+        }
+        // A host's status reaches the others on its own (monitor.interval 1s).
+        let m2 = try await cluster.view("m2")
+        #expect(m2.remote("m3") != nil)
+
+        // Bad bodies are refused naming the field.
+        let bad = try await cluster.post("m1", "/api/publish/task_status", ["task": "x", "state": "sleeping"])
+        #expect(bad.status == 400)
+        #expect(((bad.body["error"] as? [String: Any])?["message"] as? String)?.hasPrefix("state: expected one of") == true)
+        let unknown = try await cluster.post("m1", "/api/publish/logs", ["task": "x", "lines": ["a"], "colour": "red"])
+        #expect(unknown.status == 400)
+        #expect(((unknown.body["error"] as? [String: Any])?["message"] as? String)?.hasPrefix("colour: unknown field") == true)
+    }
+
+    @Test("a master cut off while A keeps changing converges after it returns: from the retained log, or from a snapshot when the gap is older", arguments: transports)
+    func lossFreeSync(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2", "m3"]
+        // m1 keeps few events per origin, so a long gap must be filled by a snapshot.
+        for node in nodes {
+            try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node }))
+        }
+        try await cluster.waitForFullMesh(nodes)
+        try await Self.publishTasks(cluster, on: "m1", count: 20)
+        try await Self.waitForTasks(cluster, on: "m2", of: "m1", count: 20)
+
+        // Freeze m2 (its links drop after peer_timeout), change m1 a lot, thaw m2.
+        let pid = try #require(cluster.process("m2")).processIdentifier
+        kill(pid, SIGSTOP)
+        try await eventually("m1 to drop m2") { await !cluster.connectedPeers("m1").contains("m2") }
+        try await Self.publishTasks(cluster, on: "m1", count: 180, offset: 20)
+        try await cluster.post("m1", "/api/publish/logs", ["task": "job", "lines": (1...60).map { "line \($0)" }])
+        kill(pid, SIGCONT)
+        try await cluster.waitForFullMesh(nodes)
+        try await Self.waitForTasks(cluster, on: "m2", of: "m1", count: 200)
+        let m2view = try await cluster.view("m2").remote("m1")
+        let lines = m2view?.state.recent_logs.filter { $0.task == "job" }.map(\.line) ?? []
+        #expect(lines == (11...60).map { "line \($0)" }, "the last 50 lines, in order, none twice")
+        #expect(try await cluster.metric("m1", "agentflow_cluster_sync_sent_total{kind=\"event\"}") >= 200, "the gap was filled from m1's retained log")
+        let m1sequence = try await cluster.view("m1").local.last_sequence
+        #expect((m2view?.last_sequence ?? 0) <= m1sequence && (m2view?.last_sequence ?? 0) >= m1sequence - 3)
+    }
+
+    @Test("a gap older than the retained log is filled by a snapshot", arguments: transports)
+    func snapshotSync(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2"]
+        for node in nodes {
+            try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node }), retainedEvents: 16)
+        }
+        try await cluster.waitForFullMesh(nodes)
+        // Stop m2 entirely, publish more than m1 retains, start m2 again: m2 starts empty and m1's history is gone.
+        cluster.signal("m2", SIGKILL)
+        try await Self.publishTasks(cluster, on: "m1", count: 50)
+        try cluster.startMaster("m2")
+        try await cluster.waitForFullMesh(nodes)
+        try await Self.waitForTasks(cluster, on: "m2", of: "m1", count: 50)
+        #expect(try await cluster.metric("m1", "agentflow_cluster_sync_sent_total{kind=\"snapshot\"}") >= 1, "m1 could only send a snapshot")
+    }
+
+    @Test("a SIGKILLed master restarts as a new incarnation; everyone converges on it and it on them", arguments: transports)
+    func restartConverges(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = ["m1", "m2", "m3"]
+        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
+        try await cluster.waitForFullMesh(nodes)
+        try await Self.publishTasks(cluster, on: "m2", count: 5)
+        try await Self.waitForTasks(cluster, on: "m1", of: "m2", count: 5)
+        let before = try #require(try await cluster.view("m1").remote("m2"))
+
+        cluster.signal("m2", SIGKILL)
+        try cluster.startMaster("m2")
+        try await cluster.waitForFullMesh(nodes)
+        try await Self.publishTasks(cluster, on: "m2", count: 3)
+        for node in ["m1", "m3"] {
+            try await eventually("\(node) to follow m2's new run") {
+                guard let m2 = try await cluster.view(node).remote("m2") else { return false }
+                // The old run's tasks went with it: only the new run's three remain.
+                return m2.incarnation > before.incarnation && Set(m2.state.tasks.map(\.task)) == ["t-1", "t-2", "t-3"]
+            }
+        }
+        // The restarted master learned the others' state from them.
+        try await eventually("m2 to know m1 and m3 again") {
+            let view = try await cluster.view("m2")
+            return view.remote("m1") != nil && view.remote("m3") != nil
+        }
+    }
+
+    @Test("8 masters with max_peers = 2 converge through relays; commands reach a master with no direct link, and come back", arguments: transports)
+    func partialMeshAndCommands(transport: String) async throws {
+        let cluster = try ClusterHarness(transport: transport)
+        defer { cluster.stop() }
+        let nodes = (1...8).map { "m\($0)" }
+        let tasks = """
+            tasks:
+              - name: worker
+                command: [/bin/sh, -c, "echo worker up; exec sleep 300"]
+            commands:
+              allow: [ping, task.restart]
+            """
+        for node in nodes {
+            try cluster.startMaster(node, discovery: .staticPeers(node == "m1" ? [] : ["m1"]), maxPeers: 2, extra: tasks)
+        }
+        let members = Set(nodes.compactMap { NodeID($0) })
+        try await eventually("the ring to form", timeout: .seconds(30)) {
+            for node in nodes {
+                let expected = Set(MeshTopology.preferredPeers(of: NodeID(node)!, among: members, maxPeers: 2).map(\.rawValue))
+                if await cluster.connectedPeers(node) != expected { return false }
+            }
+            return true
+        }
+        for node in nodes {
+            try await cluster.post(node, "/api/publish/logs", ["task": "hello", "lines": ["hello from \(node)"]])
+        }
+        for node in nodes {
+            try await eventually("\(node) to hold every master's hello", timeout: .seconds(10)) {
+                let view = try await cluster.view(node)
+                return nodes.filter { $0 != node }.allSatisfy { other in
+                    view.remote(other)?.state.recent_logs.contains { $0.line == "hello from \(other)" } == true
+                }
+            }
+        }
+        // m5 is across the ring from m1: reached only through relays.
+        let m1view = try await cluster.view("m1")
+        #expect(m1view.remote("m5")?.path.hasPrefix("via ") == true, "\(m1view.remote("m5")?.path ?? "")")
+        let ping = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "ping"])
+        #expect(ping.status == 200 && ping.body["output"] as? String == "pong from m5", "\(ping.body)")
+        #expect(ping.body["receipt_ms"] is Double)
+
+        let restart = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "task.restart", "args": ["task": "worker"]])
+        #expect(restart.status == 200 && restart.body["status"] as? String == "ok", "\(restart.body)")
+        try await eventually("m1 to see m5's worker restarted") {
+            try await cluster.view("m1").remote("m5")?.state.tasks.contains { $0.task == "worker" && $0.state == "running" } == true
+        }
+        #expect(cluster.log("m5").contains("audit: command"), "the target audits the command")
+        var relayed = 0.0
+        for node in nodes { relayed += try await cluster.metric(node, "agentflow_cluster_events_total{result=\"relayed\"}") }
+        #expect(relayed > 0)
+
+        let refused = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "task.stop", "args": ["task": "worker"]])
+        #expect(refused.status == 403 && (refused.body["error"] as? [String: Any])?["code"] as? String == "refused", "\(refused.body)")
+        let unknownAction = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "reboot"])
+        #expect(unknownAction.status == 400 && (unknownAction.body["error"] as? [String: Any])?["code"] as? String == "unknown_action")
+        let unknownTarget = try await cluster.post("m1", "/api/commands", ["target": "m99", "action": "ping"])
+        #expect(unknownTarget.status == 404 && (unknownTarget.body["error"] as? [String: Any])?["code"] as? String == "unknown_target")
+        let badTask = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "task.restart", "args": ["task": "nope"]])
+        #expect(badTask.status == 200 && badTask.body["status"] as? String == "failed")
+
+        // A frozen target answers nothing: the command times out, saying no receipt came.
+        let pid = try #require(cluster.process("m5")).processIdentifier
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        let timedOut = try await cluster.post("m1", "/api/commands", ["target": "m5", "action": "ping", "timeout_ms": 500])
+        #expect(timedOut.status == 504 && (timedOut.body["error"] as? [String: Any])?["code"] as? String == "timeout", "\(timedOut.body)")
+        #expect(((timedOut.body["error"] as? [String: Any])?["message"] as? String)?.contains("no receipt") == true)
+    }
+}

@@ -235,6 +235,7 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore", "AgentFlowDiscovery", "AgentFlowSTUN", "AgentFlowTLS",
                 "AgentFlowTransportKit", "AgentFlowTCP", "AgentFlowGRPC", "AgentFlowProto",
+                "AgentFlowMesh", "AgentFlowCluster", "AgentFlowInMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -305,6 +306,14 @@ let package = Package(
         .testTarget(
             name: "AgentFlowMeshTests",
             dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowClusterTests",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowCluster", "AgentFlowProto",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -124,10 +124,29 @@ final class TaskRunner: Sendable {
         publish(.taskStatus(status))
     }
 
+    /// GNU env can reset every signal to its default before exec: a task must not
+    /// inherit this process's ignored SIGPIPE (NIO ignores it), nor anything a
+    /// host process ignores, or it would not die of SIGTERM or a closed pipe.
+    static let signalResetter: String? = {
+        let probe = Process()
+        probe.executableURL = URL(filePath: "/usr/bin/env")
+        probe.arguments = ["--default-signal", "/bin/true"]
+        probe.standardOutput = FileHandle.nullDevice
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return nil }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0 ? "/usr/bin/env" : nil
+    }()
+
     func start() -> String {
         let process = Process()
-        process.executableURL = URL(filePath: spec.command[0])
-        process.arguments = Array(spec.command.dropFirst())
+        if let resetter = Self.signalResetter {
+            process.executableURL = URL(filePath: resetter)
+            process.arguments = ["--default-signal"] + spec.command
+        } else {
+            process.executableURL = URL(filePath: spec.command[0])
+            process.arguments = Array(spec.command.dropFirst())
+        }
         process.standardInput = FileHandle.nullDevice
         let out = Pipe()
         let err = Pipe()

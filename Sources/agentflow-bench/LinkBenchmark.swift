@@ -89,24 +89,29 @@ func timeRoundTrips(count: Int, _ roundTrip: () async throws -> Void) async thro
     return (samples[samples.count / 2], samples[samples.count * 99 / 100])
 }
 
-/// A throwaway CA and two node certificates.
+/// A throwaway CA; node certificates are issued on first use.
 struct BenchPKI {
     let directory: String
+    let ca: CertificateAuthority.Issued
+
     init() throws {
         directory = NSTemporaryDirectory() + "agentflow-bench-pki-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let ca = try CertificateAuthority.makeCA()
+        ca = try CertificateAuthority.makeCA()
         try ca.certificatePEM.write(toFile: directory + "/ca.pem", atomically: true, encoding: .utf8)
-        for node in ["bench-server", "bench-client"] {
-            let issued = try CertificateAuthority.issueNodeCertificate(nodeID: NodeID(node)!, caCertificatePEM: ca.certificatePEM, caPrivateKeyPEM: ca.privateKeyPEM)
-            try issued.certificatePEM.write(toFile: "\(directory)/\(node).pem", atomically: true, encoding: .utf8)
-            try issued.privateKeyPEM.write(toFile: "\(directory)/\(node).key", atomically: true, encoding: .utf8)
-        }
     }
 
-    func security(_ node: String) -> TransportSecurity {
-        .mutualTLS(MutualTLSFiles(caCertificateFile: directory + "/ca.pem", certificateFile: "\(directory)/\(node).pem", privateKeyFile: "\(directory)/\(node).key"))
+    func security(_ node: String) throws -> TransportSecurity {
+        let certificate = "\(directory)/\(node).pem"
+        if !FileManager.default.fileExists(atPath: certificate) {
+            let issued = try CertificateAuthority.issueNodeCertificate(nodeID: NodeID(node)!, caCertificatePEM: ca.certificatePEM, caPrivateKeyPEM: ca.privateKeyPEM)
+            try issued.certificatePEM.write(toFile: certificate, atomically: true, encoding: .utf8)
+            try issued.privateKeyPEM.write(toFile: "\(directory)/\(node).key", atomically: true, encoding: .utf8)
+        }
+        return .mutualTLS(MutualTLSFiles(caCertificateFile: directory + "/ca.pem", certificateFile: certificate, privateKeyFile: "\(directory)/\(node).key"))
     }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
 }
 
 /// A server transport that echoes or counts, and a client link to it.
@@ -122,7 +127,7 @@ struct TransportPair {
         var options = SocketLinkOptions.defaults
         options.maxMessageBytes = 1 << 20
         func make(_ node: String) throws -> any Transport {
-            let security: TransportSecurity = plaintext ? .plaintext : pki.security(node)
+            let security: TransportSecurity = plaintext ? .plaintext : try pki.security(node)
             let address = HostPort(host: "127.0.0.1", port: 0)
             switch kind {
             case "tcp": return try TCPTransport(listenAddress: address, security: security, options: options, logger: logger)

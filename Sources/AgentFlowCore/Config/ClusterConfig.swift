@@ -1,3 +1,5 @@
+import Foundation
+
 /// The cluster-state blocks of a master's config: `state:`, `monitor:`,
 /// `tasks:`, `alerts:` and `commands:`. Plain values; the cluster module
 /// turns them into its own types.
@@ -67,6 +69,10 @@ public struct ClusterSettings: Sendable {
             guard let program = command.first, program.hasPrefix("/") else {
                 throw ConfigError(.invalidValue, path: section.path.appending(key: "command"), value: command.first ?? "",
                                   expected: "argv as a list, starting with an absolute program path, e.g. [/usr/bin/python3, worker.py]", source: section.source)
+            }
+            guard FileManager.default.isExecutableFile(atPath: program) else {
+                throw ConfigError(.invalidValue, path: section.path.appending(key: "command").appending(index: 0), value: program,
+                                  expected: "an executable program; \(program) does not exist or is not executable", source: section.source)
             }
             if tasks.contains(where: { $0.name == name }) {
                 throw ConfigError(.invalidValue, path: section.path.appending(key: "name"), value: name, expected: "task names must be unique", source: section.source)

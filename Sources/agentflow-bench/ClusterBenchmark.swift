@@ -1,0 +1,248 @@
+import AgentFlowCluster
+import AgentFlowCore
+import AgentFlowGRPC
+import AgentFlowInMemory
+import AgentFlowMesh
+import AgentFlowProto
+import AgentFlowTCP
+import AgentFlowTransportKit
+import ArgumentParser
+import Foundation
+import Logging
+import Synchronization
+
+/// Masters in this process on 127.0.0.1 with real transports and mTLS:
+/// propagation latency from a publish on n01 to the event applied on each
+/// other master (p50/p99), at a fixed event rate, for a direct pair, a fan-out
+/// to 10 peers, and 20 masters with max_peers = 3 (by relay hops); command
+/// round trips; and the process's CPU while the events flow.
+struct ClusterBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "Event propagation and command latency across masters.")
+
+    @Option(help: "Transports to run, comma separated: tcp, grpc.")
+    var transports: String = "tcp,grpc"
+
+    @Option(help: "Events per second published on n01.")
+    var rate: Int = 1_000
+
+    @Option(help: "Seconds of publishing per scenario.")
+    var seconds: Double = 5
+
+    @Option(help: "Command round trips per scenario.")
+    var commands: Int = 1_000
+
+    @Option(help: "Scenarios, comma separated: direct (2 masters), fanout (11, full mesh), relay (20, max_peers 3).")
+    var scenarios: String = "direct,fanout,relay"
+
+    @Option(help: "Hold a 0 µs PM QoS request while measuring (see `link --help`).")
+    var holdCPUAwake = true
+
+    func run() async throws {
+        let pki = try BenchPKI()
+        defer { pki.remove() }
+        let qos = holdCPUAwake ? CPUWakeLatencyRequest() : nil
+        defer { withExtendedLifetime(qos) {} }
+        print("cluster benchmark: masters in one process on 127.0.0.1, mTLS; \(rate) events/s from n01 for \(seconds) s; idle vCPUs: \(qos?.description ?? "as configured")")
+        print("| transport | scenario | receivers | hops | events applied | p50 | p99 | max | process CPU | command RTT p50 / p99 |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|---|")
+        for transport in transports.split(separator: ",").map(String.init) {
+            for scenario in scenarios.split(separator: ",").map(String.init) {
+                let (count, maxPeers): (Int, Int) = switch scenario {
+                case "direct": (2, 0)
+                case "fanout": (11, 0)
+                case "relay": (20, 3)
+                default: throw ValidationError("unknown scenario \(scenario): direct, fanout or relay")
+                }
+                let cluster = try await BenchCluster(count: count, transport: transport, maxPeers: maxPeers, pki: pki)
+                try await cluster.waitForTopology()
+                let result = try await cluster.measure(rate: rate, seconds: seconds)
+                let farthest = cluster.farthestFromFirst()
+                let rtt = try await cluster.commandRoundTrips(to: farthest, count: commands)
+                for row in result.rows {
+                    print(String(format: "| %@ | %@ | %d | %@ | %d | %.0f µs | %.0f µs | %.0f µs | %.0f%% | %@ |",
+                                 transport, scenario, row.receivers, row.hops, row.count, row.p50, row.p99, row.max, result.cpuPercent,
+                                 String(format: "%.0f / %.0f µs (to %@)", rtt.p50, rtt.p99, farthest.rawValue)))
+                }
+                await cluster.stop()
+            }
+        }
+    }
+}
+
+/// N masters in this process, linked through an in-memory directory over a real transport.
+final class BenchCluster: Sendable {
+    struct Member: Sendable {
+        let mesh: MeshNode
+        let cluster: ClusterNode
+        let router: CommandRouter
+        let task: Task<Void, any Error>
+    }
+
+    let members: [Member]
+    let maxPeers: Int
+    let ids: [NodeID]
+
+    init(count: Int, transport: String, maxPeers: Int, pki: BenchPKI) async throws {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let directory = InMemoryDirectory()
+        self.maxPeers = maxPeers
+        ids = (1...count).map { NodeID(String(format: "n%02d", $0))! }
+        var members: [Member] = []
+        for id in ids {
+            let address = HostPort(host: "127.0.0.1", port: 0)
+            let security = try pki.security(id.rawValue)
+            let link: any Transport = switch transport {
+            case "tcp": try TCPTransport(listenAddress: address, security: security, options: .defaults, logger: logger)
+            case "grpc": try GRPCTransport(listenAddress: address, security: security, options: .defaults, logger: logger)
+            default: throw ValidationError("unknown transport \(transport): tcp or grpc")
+            }
+            let cluster = ClusterNode(localID: id, incarnation: UInt64(unixMicros()), options: ClusterOptions(syncInterval: .seconds(5)), logger: logger)
+            let identity = LocalIdentity(nodeID: id, displayName: id.rawValue, clusterName: "bench", transport: transport, advertised: [], labels: [:])
+            let mesh = MeshNode(identity: identity, transport: link, discovery: InMemoryDiscovery(directory: directory),
+                                options: MeshOptions(maxPeers: maxPeers, pingInterval: .seconds(1), peerTimeout: .seconds(10)),
+                                application: cluster, logger: logger)
+            let router = CommandRouter(node: cluster, allowed: ["ping"], actions: PingOnly(id: id), logger: logger)
+            let task = Task {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await mesh.run() }
+                    group.addTask { await cluster.run() }
+                }
+            }
+            members.append(Member(mesh: mesh, cluster: cluster, router: router, task: task))
+        }
+        self.members = members
+    }
+
+    /// Waits until every member holds the links the topology wants (and a little more for PeerExchange to settle).
+    func waitForTopology() async throws {
+        let all = Set(ids)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            var done = true
+            for (index, member) in members.enumerated() {
+                let want = MeshTopology.preferredPeers(of: ids[index], among: all, maxPeers: maxPeers)
+                let have = Set(await member.mesh.links().map(\.peerID))
+                if !want.isSubset(of: have) { done = false }
+            }
+            if done {
+                try await Task.sleep(for: .seconds(2))
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw BenchError("the mesh did not form within 60 s")
+    }
+
+    struct Row {
+        var receivers: Int
+        var hops: String
+        var count: Int
+        var p50: Double
+        var p99: Double
+        var max: Double
+    }
+
+    /// Publishes `rate` events/s on the first member for `seconds`; latency per receiver hop count.
+    func measure(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
+        let samples = LatencySamples()
+        let origin = ids[0].rawValue
+        var listeners: [Task<Void, Never>] = []
+        for member in members.dropFirst() {
+            let updates = member.cluster.updates()
+            listeners.append(Task {
+                for await update in updates {
+                    guard case .event(let event) = update, case .taskLog(let line) = event, line.header.origin == origin, line.task == "bench" else { continue }
+                    let latency = Double(unixMicros() - line.header.timestampUnixMicros)
+                    let hops = 16 - line.header.hopLimit + 1
+                    samples.add(latency, hops: hops)
+                }
+            })
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let publisher = members[0].cluster
+        let total = Int(Double(rate) * seconds)
+        let interval = Duration.seconds(1) / rate
+        let cpuStart = Self.cpuSeconds()
+        let start = ContinuousClock.now
+        var next = start
+        var line = Agentflow_Mesh_V1_TaskLog()
+        line.task = "bench"
+        line.line = String(repeating: "x", count: 100)
+        for _ in 0..<total {
+            if next > ContinuousClock.now { try await Task.sleep(until: next, clock: .continuous) }
+            publisher.publish(.taskLog(line))
+            next += interval
+        }
+        let wall = ContinuousClock.now - start
+        try await Task.sleep(for: .seconds(1))  // let the last events land
+        let cpu = (Self.cpuSeconds() - cpuStart) / ((wall + .seconds(1)).seconds) * 100
+        for listener in listeners { listener.cancel() }
+        let collected = samples.all
+        var rows: [Row] = []
+        let everything = collected.values.flatMap { $0 }
+        rows.append(Self.row(everything, receivers: members.count - 1, hops: "all"))
+        if collected.count > 1 {
+            for hops in collected.keys.sorted() {
+                rows.append(Self.row(collected[hops]!, receivers: collected[hops]!.count * (members.count - 1) / max(1, everything.count), hops: "\(hops)"))
+            }
+        }
+        return (rows, cpu)
+    }
+
+    static func row(_ values: [Double], receivers: Int, hops: String) -> Row {
+        let sorted = values.sorted()
+        func at(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        return Row(receivers: receivers, hops: hops, count: sorted.count, p50: at(0.5), p99: at(0.99), max: sorted.last ?? .nan)
+    }
+
+    /// The member farthest from the first on the ring (the first's neighbour in a full mesh).
+    func farthestFromFirst() -> NodeID {
+        maxPeers == 0 ? ids[1] : ids[ids.count / 2]
+    }
+
+    func commandRoundTrips(to target: NodeID, count: Int) async throws -> (p50: Double, p99: Double) {
+        let router = members[0].router
+        var samples: [Double] = []
+        for index in 0..<(count + 100) {
+            let start = ContinuousClock.now
+            let outcome = await router.execute(target: target, action: "ping", args: [:], timeout: .seconds(5))
+            guard case .answered(let result, _, _, _) = outcome, result.status == .ok else {
+                throw BenchError("ping \(index) to \(target) failed: \(outcome)")
+            }
+            if index >= 100 { samples.append((ContinuousClock.now - start).seconds * 1_000_000) }
+        }
+        samples.sort()
+        return (samples[samples.count / 2], samples[samples.count * 99 / 100])
+    }
+
+    func stop() async {
+        for member in members { member.mesh.shutdown() }
+        for member in members {
+            member.task.cancel()
+            _ = try? await member.task.value
+        }
+    }
+
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+}
+
+/// The benchmark's targets answer `ping` only.
+struct PingOnly: CommandActions {
+    let id: NodeID
+    var knownActions: Set<String> { ["ping"] }
+    func perform(_ action: String, args: [String: String]) async -> CommandRouter.Result {
+        .init(status: .ok, output: "pong from \(id)")
+    }
+}
+
+/// Latencies by relay hops, gathered from many listener tasks.
+final class LatencySamples: Sendable {
+    private let values = Mutex<[UInt32: [Double]]>([:])
+    func add(_ latency: Double, hops: UInt32) { values.withLock { $0[hops, default: []].append(latency) } }
+    var all: [UInt32: [Double]] { values.withLock { $0 } }
+}

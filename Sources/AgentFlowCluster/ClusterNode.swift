@@ -80,6 +80,7 @@ public final class ClusterNode: MeshApplication, Sendable {
         public var snapshotsApplied: UInt64 = 0
         public var syncEventsSent: UInt64 = 0
         public var syncSnapshotsSent: UInt64 = 0
+        public init() {}
     }
 
     let state: Mutex<State>

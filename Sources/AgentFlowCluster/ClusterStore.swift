@@ -55,25 +55,36 @@ public struct ClusterStore: Sendable {
     public mutating func apply(_ event: ClusterEvent, via: String?, nowMicros: Int64) -> Outcome {
         let header = event.header
         let id = header.origin
-        if var origin = origins[id] {
-            let held = (origin.state.incarnation, origin.state.lastSequence)
-            if header.incarnation < held.0 { return .stale }
-            if header.incarnation == held.0 {
-                if header.sequence <= held.1 { return .duplicate }
-                if header.sequence != held.1 + 1 { return .gap(expected: held.1 + 1) }
-            } else {
-                // A newer run of the origin: its stream starts at 1; its old state (tasks, alerts) is gone with it.
-                guard header.sequence == 1 else { return .gap(expected: 1) }
-                origin = Origin(state: Self.emptyState(id, incarnation: header.incarnation))
-            }
-            fold(event, into: &origin, via: via, nowMicros: nowMicros)
-            origins[id] = origin
+        guard origins[id] != nil else {
+            guard header.sequence == 1 else { return .gap(expected: 1) }
+            origins[id] = Origin(state: Self.emptyState(id, incarnation: header.incarnation))
+            Self.fold(event, into: &origins[id]!, via: via, nowMicros: nowMicros, retained: retainedPerOrigin, recentLogLines: recentLogLines)
             return .applied
         }
-        guard header.sequence == 1 else { return .gap(expected: 1) }
-        var origin = Origin(state: Self.emptyState(id, incarnation: header.incarnation))
-        fold(event, into: &origin, via: via, nowMicros: nowMicros)
-        origins[id] = origin
+        // Mutated in place through the dictionary: a copy would duplicate the retained log per event.
+        let retained = retainedPerOrigin
+        let recent = recentLogLines
+        return Self.apply(event, to: &origins[id]!, via: via, nowMicros: nowMicros) { event, origin, via, now in
+            Self.fold(event, into: &origin, via: via, nowMicros: now, retained: retained, recentLogLines: recent)
+        }
+    }
+
+    private static func apply(
+        _ event: ClusterEvent, to origin: inout Origin, via: String?, nowMicros: Int64,
+        fold: (ClusterEvent, inout Origin, String?, Int64) -> Void
+    ) -> Outcome {
+        let header = event.header
+        let held = (origin.state.incarnation, origin.state.lastSequence)
+        if header.incarnation < held.0 { return .stale }
+        if header.incarnation == held.0 {
+            if header.sequence <= held.1 { return .duplicate }
+            if header.sequence != held.1 + 1 { return .gap(expected: held.1 + 1) }
+        } else {
+            // A newer run of the origin: its stream starts at 1; its old state (tasks, alerts) is gone with it.
+            guard header.sequence == 1 else { return .gap(expected: 1) }
+            origin = Origin(state: emptyState(header.origin, incarnation: header.incarnation))
+        }
+        fold(event, &origin, via, nowMicros)
         return .applied
     }
 
@@ -84,7 +95,7 @@ public struct ClusterStore: Sendable {
         return state
     }
 
-    private func fold(_ event: ClusterEvent, into origin: inout Origin, via: String?, nowMicros: Int64) {
+    private static func fold(_ event: ClusterEvent, into origin: inout Origin, via: String?, nowMicros: Int64, retained retainedPerOrigin: Int, recentLogLines: Int) {
         let header = event.header
         origin.state.lastSequence = header.sequence
         origin.state.lastEventUnixMicros = header.timestampUnixMicros

@@ -58,6 +58,16 @@ struct ClusterBenchmark: AsyncParsableCommand {
                 let result = try await cluster.measure(rate: rate, seconds: seconds)
                 let farthest = cluster.farthestFromFirst()
                 let rtt = try await cluster.commandRoundTrips(to: farthest, count: commands)
+                var totals = ClusterNode.Counters()
+                for member in cluster.members {
+                    let c = member.cluster.counters
+                    totals.relayed += c.relayed
+                    totals.skippedFullQueue += c.skippedFullQueue
+                    totals.duplicates += c.duplicates
+                    totals.gaps += c.gaps
+                    totals.syncEventsSent += c.syncEventsSent
+                }
+                FileHandle.standardError.write(Data("  \(transport)/\(scenario): relayed \(totals.relayed), duplicates \(totals.duplicates), gaps \(totals.gaps), skipped (full queue) \(totals.skippedFullQueue), sync events \(totals.syncEventsSent)\n".utf8))
                 for row in result.rows {
                     print(String(format: "| %@ | %@ | %d | %@ | %d | %.0f µs | %.0f µs | %.0f µs | %.0f%% | %@ |",
                                  transport, scenario, row.receivers, row.hops, row.count, row.p50, row.p99, row.max, result.cpuPercent,

@@ -39,8 +39,8 @@ public enum ClusterUpdate: Sendable {
 /// - **Receive.** Events apply per origin in order (`ClusterStore`); a
 ///   duplicate is dropped, a gap makes this node ask the sender to sync.
 /// - **Relay.** A newly applied event is forwarded to each other neighbour
-///   that has no direct link to its origin (neighbours report their links in
-///   PeerExchange), with its hop limit decremented. In a full mesh nothing is
+///   that has no direct link to its origin nor to the neighbour it came from
+///   (neighbours report their links in PeerExchange), with its hop limit decremented. In a full mesh nothing is
 ///   relayed; in a partial one events flow along the ring. Each node forwards
 ///   an event at most once (duplicates are not re-applied).
 /// - **Sync.** On every new link, and every `syncInterval`, both ends send
@@ -208,9 +208,13 @@ public final class ClusterNode: MeshApplication, Sendable {
             case .applied:
                 state.counters.applied += 1
                 guard header.hopLimit > 1 else { return (outcome, [], Array(state.subscribers.values)) }
+                // Skip a neighbour linked to the origin (it got the event first-hand) or to the
+                // neighbour this came from (that one forwards to it, or it is that one's source).
                 let origin = NodeID(header.origin)
+                let senderLinks = state.neighbourLinks[link.peerID] ?? []
                 let targets = state.links.filter { id, _ in
-                    id != link.peerID && id != origin && !(origin.map { state.neighbourLinks[id]?.contains($0) == true } ?? false)
+                    id != link.peerID && id != origin && !senderLinks.contains(id)
+                        && !(origin.map { state.neighbourLinks[id]?.contains($0) == true } ?? false)
                 }.map(\.value)
                 return (outcome, targets, Array(state.subscribers.values))
             case .duplicate:

@@ -157,6 +157,22 @@ public final class ClusterNode: MeshApplication, Sendable {
 
     var liveLinks: [PeerLink] { state.withLock { Array($0.links.values) } }
 
+    /// Why `target` looks unreachable from here, or nil when a path is plausible:
+    /// a direct link, a neighbour linked to it, or news from it within `recent`.
+    func unreachableReason(_ target: NodeID, recent: Duration = .seconds(60)) -> String? {
+        state.withLock { state in
+            if state.links.isEmpty { return "\(localID) has no live link to any master" }
+            if state.links[target] != nil { return nil }
+            if state.neighbourLinks.values.contains(where: { $0.contains(target) }) { return nil }
+            if let origin = state.store.origins[target.rawValue], origin.lastAppliedAtMicros > 0 {
+                let age = unixMicros() - origin.lastAppliedAtMicros
+                if age <= recent.components.seconds * 1_000_000 { return nil }
+                return "no link to \(target), no neighbour linked to it, and no news from it for \(age / 1_000_000) s"
+            }
+            return "no link to \(target), no neighbour linked to it, and no news from it yet"
+        }
+    }
+
     // MARK: MeshApplication
 
     public func linkEstablished(_ link: PeerLink) async {

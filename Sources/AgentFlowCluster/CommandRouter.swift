@@ -94,6 +94,7 @@ public final class CommandRouter: Sendable {
             let result = await run(commandID: UUID().uuidString.lowercased(), origin: localID.rawValue, action: action, args: args, idempotencyKey: idempotencyKey)
             return .answered(result, target: target, receiptAfter: .zero, total: clock.now - start)
         }
+        if let reason = node.unreachableReason(target) { return .unreachable(reason) }
         var command = Agentflow_Mesh_V1_Command()
         command.commandID = UUID().uuidString.lowercased()
         command.origin = localID.rawValue

@@ -130,6 +130,10 @@ struct MeshScenarioTests {
         #expect(log.contains("the peer says it is m4 but its certificate was issued to m2"), "a Hello that lies about its certificate is refused")
         #expect(log.contains("the certificate of 127.0.0.1:\(try cluster.ports(of: "m4").p2p) is for node 'm2', not the expected 'm4'"), "dialling m4 finds m2's certificate")
 
+        // The refused master cannot reach anyone: a command from it is unreachable at once, not a timeout.
+        let stranded = try await cluster.post("m3", "/api/commands", ["target": "m1", "action": "ping"])
+        #expect(stranded.status == 503 && (stranded.body["error"] as? [String: Any])?["code"] as? String == "unreachable", "\(stranded.body)")
+
         let linkBefore = try await cluster.status("m1").peers.first { $0.nodeID == "m2" }?.connectedSince
         let port = try cluster.ports(of: "m1").p2p
         var silent: [Int32] = []

@@ -157,12 +157,13 @@ public final class CommandRouter: Sendable {
             guard firstSighting("receipt/\(receipt.commandID)") else { return }
             if receipt.target == localID.rawValue {
                 memory.withLock { $0.pending[receipt.commandID] }?.state.withLock { $0.receiptAt = .now }
-            } else if let target = NodeID(receipt.target), receipt.hopLimit > 1 {
-                var forwarded = receipt
-                forwarded.hopLimit -= 1
-                var out = Envelope()
-                out.commandReceipt = forwarded
-                _ = route(out, to: target, from: link.peerID)
+            } else {
+                relay(receipt.target, hopLimit: receipt.hopLimit, from: link.peerID) { hops in
+                    var envelope = Envelope()
+                    envelope.commandReceipt = receipt
+                    envelope.commandReceipt.hopLimit = hops
+                    return envelope
+                }
             }
         case .commandResult(let result):
             guard firstSighting("result/\(result.commandID)") else { return }
@@ -174,12 +175,13 @@ public final class CommandRouter: Sendable {
                     return state.continuation
                 }
                 continuation?.resume(returning: result)
-            } else if let target = NodeID(result.target), result.hopLimit > 1 {
-                var forwarded = result
-                forwarded.hopLimit -= 1
-                var out = Envelope()
-                out.commandResult = forwarded
-                _ = route(out, to: target, from: link.peerID)
+            } else {
+                relay(result.target, hopLimit: result.hopLimit, from: link.peerID) { hops in
+                    var envelope = Envelope()
+                    envelope.commandResult = result
+                    envelope.commandResult.hopLimit = hops
+                    return envelope
+                }
             }
         default:
             break
@@ -273,6 +275,12 @@ public final class CommandRouter: Sendable {
             return
         }
         _ = route(envelope, to: origin, from: nil)
+    }
+
+    /// Passes a receipt or result on toward `target` with one hop fewer (dropped at the limit).
+    private func relay(_ target: String, hopLimit: UInt32, from: NodeID, _ envelope: (UInt32) -> Envelope) {
+        guard let destination = NodeID(target), hopLimit > 1 else { return }
+        _ = route(envelope(hopLimit - 1), to: destination, from: from)
     }
 
     /// Sends toward `destination`; false when there is no link at all to use.

@@ -259,6 +259,17 @@ final class ClusterHarness: @unchecked Sendable {
         return Set(status.peers.filter { $0.state == .connected }.map(\.nodeID))
     }
 
+    /// Starts `nodes` (and the signal server, for `.signal`) and waits for their full mesh.
+    func startMesh(_ nodes: [String], discovery: Discovery) async throws {
+        if case .signal = discovery, !isRunning("signal") { try startSignal() }
+        for node in nodes {
+            let own: Discovery
+            if case .staticPeers = discovery { own = .staticPeers(nodes.filter { $0 != node }) } else { own = discovery }
+            try startMaster(node, discovery: own)
+        }
+        try await waitForFullMesh(nodes)
+    }
+
     /// Waits until every node in `nodes` has a live link to every other.
     func waitForFullMesh(_ nodes: [String], timeout: Duration = .seconds(20)) async throws {
         try await eventually("a full mesh of \(nodes)", timeout: timeout) {

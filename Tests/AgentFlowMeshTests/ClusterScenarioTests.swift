@@ -35,8 +35,7 @@ struct ClusterScenarioTests {
         let cluster = try ClusterHarness(transport: transport)
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .staticPeers([]))
         try await cluster.post("m1", "/api/publish/logs", ["task": "backup", "lines": ["line one", "line two"]])
         try await cluster.post("m1", "/api/publish/alert", ["alert_id": "disk-low", "severity": "critical", "summary": "disk almost full"])
         try await cluster.post("m1", "/api/publish/task_status", ["task": "backup", "state": "failed", "exit_code": 3])
@@ -118,8 +117,7 @@ struct ClusterScenarioTests {
         let cluster = try ClusterHarness(transport: transport)
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .staticPeers([]))
         try await Self.publishTasks(cluster, on: "m2", count: 5)
         try await Self.waitForTasks(cluster, on: "m1", of: "m2", count: 5)
         let before = try #require(try await cluster.view("m1").remote("m2"))

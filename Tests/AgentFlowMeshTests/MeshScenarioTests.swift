@@ -54,9 +54,7 @@ struct MeshScenarioTests {
         let cluster = try ClusterHarness(transport: transport)
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        try cluster.startSignal()
-        for node in nodes { try cluster.startMaster(node, discovery: .signal) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .signal)
         let before = try await cluster.status("m1")
 
         cluster.signal("signal", SIGKILL)
@@ -86,9 +84,7 @@ struct MeshScenarioTests {
         let cluster = try ClusterHarness(transport: transport)
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        try cluster.startSignal()
-        for node in nodes { try cluster.startMaster(node, discovery: .signal) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .signal)
         // Let the peer books reach the disk (new peers are saved within a second).
         try await Task.sleep(for: .milliseconds(1_500))
         cluster.signal("signal", SIGKILL)
@@ -160,8 +156,7 @@ struct MeshScenarioTests {
         let cluster = try ClusterHarness(transport: transport)
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        for node in nodes { try cluster.startMaster(node, discovery: .staticPeers(nodes.filter { $0 != node })) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .staticPeers([]))
         let pid = try #require(cluster.process("m2")).processIdentifier
         kill(pid, SIGSTOP)
         let frozenAt = ContinuousClock.now
@@ -183,9 +178,7 @@ struct MeshScenarioTests {
         let cluster = try ClusterHarness(transport: "grpc")
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
-        try cluster.startSignal()
-        for node in nodes { try cluster.startMaster(node, discovery: .signal) }
-        try await cluster.waitForFullMesh(nodes)
+        try await cluster.startMesh(nodes, discovery: .signal)
         let m3 = try #require(cluster.process("m3"))
         cluster.signal("m3", SIGTERM)
         #expect(m3.terminationStatus == 0)

@@ -242,7 +242,7 @@ public enum SignalDiscoveryModule: DiscoveryModule {
         public var url: String
         /// The cluster token (Bearer). Default none.
         public var token: String?
-        /// How often `/list` is polled. Default 5s.
+        /// How often `/list` is polled. Default 30s: a newcomer dials every member it lists at once, so members need not poll fast to link with it.
         public var pollInterval: ConfigDuration
         public var heartbeat: HeartbeatPath
         public var requestTimeout: ConfigDuration
@@ -264,7 +264,7 @@ public enum SignalDiscoveryModule: DiscoveryModule {
                 return nil
             }).trimmingSuffix("/"),
             token: try section.optionalSecret("token"),
-            pollInterval: try section.value("poll_interval", default: .seconds(5), in: .milliseconds(100) ... .seconds(3_600)),
+            pollInterval: try section.value("poll_interval", default: .seconds(30), in: .milliseconds(100) ... .seconds(3_600)),
             heartbeat: try section.value("heartbeat", default: .auto),
             requestTimeout: try section.value("request_timeout", default: .seconds(5), in: .milliseconds(100) ... .seconds(120)),
             advertiseMappedAddress: try section.value("advertise_mapped_address", default: true),
@@ -272,7 +272,8 @@ public enum SignalDiscoveryModule: DiscoveryModule {
     }
 
     public static func makeDiscovery(options: Options, context: DiscoveryContext) throws -> any Discovery {
-        SignalDiscovery(options: options, secretFile: options.secretFile ?? (context.dataDirectory as NSString).appendingPathComponent("signal-secret"))
+        SignalDiscovery(options: options, secretFile: options.secretFile ?? (context.dataDirectory as NSString).appendingPathComponent("signal-secret"),
+                        logger: context.logger)
     }
 }
 

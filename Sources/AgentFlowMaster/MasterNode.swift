@@ -40,7 +40,7 @@ public final class MasterNode: Sendable {
         let transport = try config.transport.module.make(context: TransportContext(
             localNodeID: config.node.id, listenAddress: config.transport.listen, security: config.security, logger: logger))
         let discovery = try config.discovery.module.make(context: DiscoveryContext(
-            localNodeID: config.node.id, dataDirectory: config.node.dataDirectory))
+            localNodeID: config.node.id, dataDirectory: config.node.dataDirectory, logger: logger))
         let incarnation = Self.nextIncarnation(dataDirectory: config.node.dataDirectory, logger: logger)
         let identity = LocalIdentity(
             nodeID: config.node.id, displayName: config.node.displayName, clusterName: config.node.clusterName, incarnation: incarnation,
@@ -71,9 +71,6 @@ public final class MasterNode: Sendable {
     /// cancellation of the calling task: all graceful (Goodbye on every
     /// link, deregistration from the signal server).
     public func run(handleSignals: Bool = true) async throws {
-        if config.security.isPlaintext {
-            logger.warning("tls.mode is off: links are neither encrypted nor authenticated; anyone who reaches \(config.transport.listen) can join")
-        }
         let api = MasterAPI(mesh: mesh, cluster: cluster, monitor: monitor, commands: commands, commandTimeout: config.cluster.commandTimeout.duration,
                             token: config.api.token, metricsRegistry: metricsRegistry)
         let listen = config.api.listen

@@ -72,7 +72,7 @@ public struct ClusterSettings: Sendable {
             }
             guard FileManager.default.isExecutableFile(atPath: program) else {
                 throw ConfigError(.invalidValue, path: section.path.appending(key: "command").appending(index: 0), value: program,
-                                  expected: "an executable program; \(program) does not exist or is not executable", source: section.source)
+                                  expected: "expected an executable program, and \(program) does not exist or is not executable", source: section.source)
             }
             if tasks.contains(where: { $0.name == name }) {
                 throw ConfigError(.invalidValue, path: section.path.appending(key: "name"), value: name, expected: "task names must be unique", source: section.source)

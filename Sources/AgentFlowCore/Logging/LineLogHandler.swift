@@ -26,7 +26,7 @@ public struct LineLogHandler: LogHandler {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         var line = Self.timestamp()
-        line += " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)
+        line += " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " "
         if let node = merged.removeValue(forKey: "node") { line += "node=\(node) " }
         line += "\(label): \(event.message)"
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {

@@ -1,3 +1,5 @@
+public import Logging
+
 /// How a node finds its peers: a signal server, a static file, an in-memory directory.
 ///
 /// `peerSets(announcing:)` yields snapshots over the node's life. Meaning of what it yields:
@@ -97,10 +99,13 @@ public struct DiscoveryContext: Sendable {
     public var localNodeID: NodeID
     /// The node's data folder, for backends that persist state.
     public var dataDirectory: String
+    /// The node's logger (it carries `node=`).
+    public var logger: Logger
 
-    public init(localNodeID: NodeID, dataDirectory: String) {
+    public init(localNodeID: NodeID, dataDirectory: String, logger: Logger = Logger(label: "agentflow.discovery")) {
         self.localNodeID = localNodeID
         self.dataDirectory = dataDirectory
+        self.logger = logger
     }
 }
 

@@ -150,7 +150,7 @@ final class ClusterHarness: @unchecked Sendable {
     func endpoint(of node: String) throws -> String { "\(transport)://127.0.0.1:\(try ports(of: node).p2p)" }
 
     /// Writes `node`'s config and peers file. Certificates are made on first use.
-    func writeMaster(_ node: String, discovery: Discovery, maxPeers: Int = 0, retainedEvents: Int = 4_096, extra: String = "") throws {
+    func writeMaster(_ node: String, discovery: Discovery, maxPeers: Int = 0, retainedEvents: Int = 4_096, apiToken: String? = nil, extra: String = "") throws {
         let folder = root.appending(path: node)
         if !FileManager.default.fileExists(atPath: folder.appending(path: "certs/node.pem").path()) {
             try writeCertificates(node: node)
@@ -196,6 +196,7 @@ final class ClusterHarness: @unchecked Sendable {
               peer_exchange_interval: 1s
             api:
               listen: 127.0.0.1:\(api)
+            \(apiToken.map { "  token: \($0)" } ?? "")
             state:
               sync_interval: 1s
               retained_events: \(retainedEvents)
@@ -214,8 +215,8 @@ final class ClusterHarness: @unchecked Sendable {
         try text.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
     }
 
-    func startMaster(_ node: String, discovery: Discovery? = nil, maxPeers: Int = 0, retainedEvents: Int = 4_096, extra: String = "") throws {
-        if let discovery { try writeMaster(node, discovery: discovery, maxPeers: maxPeers, retainedEvents: retainedEvents, extra: extra) }
+    func startMaster(_ node: String, discovery: Discovery? = nil, maxPeers: Int = 0, retainedEvents: Int = 4_096, apiToken: String? = nil, extra: String = "") throws {
+        if let discovery { try writeMaster(node, discovery: discovery, maxPeers: maxPeers, retainedEvents: retainedEvents, apiToken: apiToken, extra: extra) }
         try launch(node, ["master", "--config", root.appending(path: "\(node)/master.yml").path()])
         try waitForHTTP("http://127.0.0.1:\(try ports(of: node).api)/healthz")
     }
@@ -243,6 +244,12 @@ final class ClusterHarness: @unchecked Sendable {
             throw HarnessError("\(node) has no metric \(series)")
         }
         return value
+    }
+
+    /// A raw request to `node`'s API: status and body text.
+    func raw(_ node: String, _ method: String, _ path: String, headers: [String] = [], body: [UInt8]? = nil) async throws -> (status: Int, body: String) {
+        let response = try await http.request(method, "http://127.0.0.1:\(try ports(of: node).api)\(path)", headers: headers, body: body, timeoutMilliseconds: 5_000)
+        return (response.status, String(decoding: response.body, as: UTF8.self))
     }
 
     /// POSTs JSON to `node`'s API; returns the status and the decoded body.

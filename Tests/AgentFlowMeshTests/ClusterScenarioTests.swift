@@ -208,4 +208,33 @@ struct ClusterScenarioTests {
         #expect(timedOut.status == 504 && (timedOut.body["error"] as? [String: Any])?["code"] as? String == "timeout", "\(timedOut.body)")
         #expect(((timedOut.body["error"] as? [String: Any])?["message"] as? String)?.contains("no receipt") == true)
     }
+
+    @Test("the local API: a token guards every route but /healthz; malformed, unknown and oversized requests get a clear 4xx")
+    func localAPI() async throws {
+        let cluster = try ClusterHarness(transport: "tcp")
+        defer { cluster.stop() }
+        try cluster.startMaster("m1", discovery: .staticPeers([]), apiToken: "s3cret-token")
+        let json = ["Content-Type: application/json"]
+        #expect(try await cluster.raw("m1", "GET", "/healthz").status == 200)
+        let anonymous = try await cluster.raw("m1", "GET", "/api/cluster/status")
+        #expect(anonymous.status == 401 && anonymous.body.contains("unauthorized"))
+        let wrong = try await cluster.raw("m1", "POST", "/api/commands", headers: json + ["Authorization: Bearer nope"], body: Array(#"{"target":"m1","action":"ping"}"#.utf8))
+        #expect(wrong.status == 401)
+        let auth = ["Authorization: Bearer s3cret-token"]
+        #expect(try await cluster.raw("m1", "GET", "/api/cluster/status", headers: auth).status == 200)
+        let ping = try await cluster.raw("m1", "POST", "/api/commands", headers: json + auth, body: Array(#"{"target":"m1","action":"ping"}"#.utf8))
+        #expect(ping.status == 200 && ping.body.contains("pong from m1"))
+
+        let malformed = try await cluster.raw("m1", "POST", "/api/publish/logs", headers: json + auth, body: Array("{not json".utf8))
+        #expect(malformed.status == 400 && malformed.body.contains("invalid_json"))
+        let notObject = try await cluster.raw("m1", "POST", "/api/publish/alert", headers: json + auth, body: Array("[1,2]".utf8))
+        #expect(notObject.status == 400 && notObject.body.contains("must be a JSON object"))
+        let wrongType = try await cluster.raw("m1", "POST", "/api/commands", headers: json + auth, body: Array(#"{"target":"m1","action":"ping","timeout_ms":"soon"}"#.utf8))
+        #expect(wrongType.status == 400 && wrongType.body.contains("timeout_ms: expected an integer"))
+        let huge = try await cluster.raw("m1", "POST", "/api/publish/logs", headers: json + auth, body: Array(repeating: UInt8(ascii: "a"), count: 2 << 20))
+        #expect(huge.status == 413)
+        let nowhere = try await cluster.raw("m1", "GET", "/api/nothing", headers: auth)
+        #expect(nowhere.status == 404 && nowhere.body.contains("not_found"))
+        #expect(cluster.isRunning("m1"))
+    }
 }

@@ -142,6 +142,9 @@ public final class ClusterNode: MeshApplication, Sendable {
 
     public var counters: Counters { state.withLock { $0.counters } }
 
+    /// True when this node holds state of `origin` (it has heard of it).
+    public func knows(_ origin: NodeID) -> Bool { state.withLock { $0.store.origins[origin.rawValue] != nil } }
+
     /// The neighbour that reaches `target`: the direct link, a neighbour linked
     /// to it, or the one its events arrive through. Nil when none is known.
     func nextHop(to target: NodeID, excluding: NodeID? = nil) -> PeerLink? {

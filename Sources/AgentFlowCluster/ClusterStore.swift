@@ -46,10 +46,6 @@ public struct ClusterStore: Sendable {
         self.recentLogLines = recentLogLines
     }
 
-    public func cursor(of origin: String) -> (incarnation: UInt64, sequence: UInt64)? {
-        origins[origin].map { ($0.state.incarnation, $0.state.lastSequence) }
-    }
-
     // MARK: Applying
 
     public mutating func apply(_ event: ClusterEvent, via: String?, nowMicros: Int64) -> Outcome {

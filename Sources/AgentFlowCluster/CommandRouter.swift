@@ -103,7 +103,7 @@ public final class CommandRouter: Sendable {
         command.action = action
         command.args = args
         command.idempotencyKey = idempotencyKey ?? ""
-        command.deadlineUnixMicros = unixMicros() + timeout.microseconds
+        command.deadlineUnixMicros = unixMicros() + timeout.inMicroseconds
         var envelope = Envelope()
         envelope.command = command
 
@@ -323,9 +323,4 @@ public final class CommandRouter: Sendable {
         default: "unspecified"
         }
     }
-}
-
-extension Duration {
-    var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
-    var milliseconds: Double { Double(components.seconds) * 1_000 + Double(components.attoseconds) / 1e15 }
 }

@@ -89,7 +89,7 @@ private final class SignalSession: Sendable {
         let logger = discovery.logger
         let secret = try discovery.loadOrCreateSecret()
         let stunPassword = try OpenSSLLibrary.sha256(Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
-        let client = SignalClient(baseURL: options.url, token: options.token, timeoutMilliseconds: Int(options.requestTimeout.duration.components.seconds * 1_000 + options.requestTimeout.duration.components.attoseconds / 1_000_000_000_000_000), http: CurlHTTPClient())
+        let client = SignalClient(baseURL: options.url, token: options.token, timeoutMilliseconds: Int(options.requestTimeout.duration.inMilliseconds), http: CurlHTTPClient())
         let serverHost = URLComponents(string: options.url)?.host ?? "127.0.0.1"
         let backoff = (base: 0.5, maximum: 30.0)
         let clock = ContinuousClock()
@@ -206,7 +206,7 @@ private final class SignalSession: Sendable {
                     continue
                 }
                 let jitter = Double.random(in: 0.9...1.1)
-                nextPoll = clock.now + .milliseconds(Int64(Double(options.pollInterval.duration.components.seconds * 1_000 + options.pollInterval.duration.components.attoseconds / 1_000_000_000_000_000) * jitter))
+                nextPoll = clock.now + .milliseconds(Int64(options.pollInterval.duration.inMilliseconds * jitter))
             }
 
             let wake = min(nextHeartbeat, nextPoll)

@@ -1,3 +1,4 @@
+import AgentFlowCore
 import AgentFlowCluster
 import AgentFlowMesh
 import AgentFlowProto
@@ -52,9 +53,7 @@ struct ClusterStatusView: Encodable {
         }
     }
 
-    static func time(_ micros: Int64) -> String {
-        Date(timeIntervalSince1970: Double(micros) / 1_000_000).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
+    static func time(_ micros: Int64) -> String { Timestamp.string(unixMicros: micros) }
 }
 
 struct RemoteNodeView: Encodable {

@@ -86,7 +86,7 @@ struct MasterAPI: Sendable {
             try json.finish()
             if target != cluster.localID {
                 let known = await mesh.knownPeers()
-                guard known.contains(target) || cluster.origins()[target.rawValue] != nil else {
+                guard known.contains(target) || cluster.knows(target) else {
                     return try JSONBody.error(.notFound, "unknown_target", "no master \(target) is known to \(cluster.localID): not linked, not discovered, not heard of")
                 }
             }
@@ -241,6 +241,6 @@ enum JSONBody {
 
 extension Duration {
     var roundedMilliseconds: Double {
-        ((Double(components.seconds) * 1_000 + Double(components.attoseconds) / 1e15) * 1_000).rounded() / 1_000
+        (inMilliseconds * 1_000).rounded() / 1_000
     }
 }

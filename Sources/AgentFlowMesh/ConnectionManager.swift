@@ -251,7 +251,7 @@ actor ConnectionManager {
         exchangeDue = true
         neighbourLinks.removeValue(forKey: link.peerID)
         peer.lastDisconnectedAt = Date()
-        let lived = Date().timeIntervalSince(link.connectedAt)
+        let lived = (ContinuousClock.now - link.connectedInstant).inSeconds
         if let goodbye = link.goodbyeReceived {
             peer.lastError = "the peer said goodbye: \(goodbye)"
         } else if let reason = link.closeReason {
@@ -275,8 +275,6 @@ actor ConnectionManager {
     }
 
     var liveLinks: [PeerLink] { peers.values.compactMap(\.link).sorted { $0.peerID < $1.peerID } }
-
-    func link(to id: NodeID) -> PeerLink? { peers[id]?.link }
 
     /// The nodes `neighbour` last reported a direct link to; nil when it has not said.
     func linkedPeers(of neighbour: NodeID) -> Set<NodeID>? { neighbourLinks[neighbour] }
@@ -401,28 +399,15 @@ actor ConnectionManager {
                 nodeID: peer.id.rawValue, name: peer.name, state: state, direct: link != nil, transport: link?.transport ?? identity.transport,
                 direction: link?.direction, remoteAddress: link?.remoteAddress,
                 endpoints: endpoints(for: peer.id).map(\.description),
-                rttMilliseconds: link?.roundTrip.map { Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1_000 },
+                rttMilliseconds: link?.roundTrip?.inMilliseconds,
                 connectedSince: link.map { Timestamp.string($0.connectedAt) },
                 lastConnected: peer.lastConnectedAt.map(Timestamp.string), lastDisconnected: peer.lastDisconnectedAt.map(Timestamp.string),
                 lastError: peer.lastError, failures: peer.failures,
-                nextAttemptInMilliseconds: state == .backoff ? Int(wait.components.seconds * 1_000 + wait.components.attoseconds / 1_000_000_000_000_000) : nil,
+                nextAttemptInMilliseconds: state == .backoff ? Int(wait.inMilliseconds) : nil,
                 messagesReceived: link?.counters.received, messagesSent: link?.counters.sent,
                 sources: peer.sources.sorted(), labels: peer.labels)
         }
     }
 
     var counters: (dialFailures: Int, linksEstablished: Int) { (dialFailures, linksEstablished) }
-}
-
-extension PeerLink {
-    /// When the link was admitted, on the monotonic clock.
-    var connectedInstant: ContinuousClock.Instant {
-        .now - .milliseconds(Int64(Date().timeIntervalSince(connectedAt) * 1_000))
-    }
-}
-
-enum Timestamp {
-    static func string(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
 }

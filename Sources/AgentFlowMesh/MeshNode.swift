@@ -1,5 +1,5 @@
 public import AgentFlowCore
-public import AgentFlowProto
+import AgentFlowProto
 public import Logging
 import Foundation
 import Synchronization
@@ -75,7 +75,7 @@ public final class MeshNode: Sendable {
                 }
                 if await manager.takeExchangeDue() {
                     let exchange = await manager.peerExchange()
-                    for link in await manager.liveLinks { Self.trySend(exchange, on: link) }
+                    for link in await manager.liveLinks { link.trySend(exchange) }
                 }
                 await manager.upkeep()
                 try? await Task.sleep(for: options.tick)
@@ -173,8 +173,8 @@ public final class MeshNode: Sendable {
         }
         logger.info("link to \(link.peerID) up (\(direction.rawValue), \(link.transport), \(link.remoteAddress))")
         await application?.linkEstablished(link)
-        Self.trySend(Self.ping(), on: link)
-        Self.trySend(await manager.peerExchange(), on: link)
+        link.trySend(Self.ping())
+        link.trySend(await manager.peerExchange())
         let error = await run(link)
         await manager.linkEnded(link, error: error)
         await application?.linkClosed(link)
@@ -270,7 +270,7 @@ public final class MeshNode: Sendable {
                 throw MeshError(.peerTimeout, "nothing from \(link.peerID) for \(options.peerTimeout) (mesh.peer_timeout)")
             }
             if now >= nextPing {
-                trySend(ping(), on: link)
+                link.trySend(ping())
                 nextPing = now + options.pingInterval
             }
         }
@@ -310,27 +310,16 @@ public final class MeshNode: Sendable {
         return envelope
     }
 
-    /// Sends without waiting: control messages never block a loop; if the
-    /// link's queue is full the peer is not reading, and the watchdog will act.
-    public static func trySend(_ envelope: Envelope, on link: PeerLink) {
-        link.trySend(envelope)
-    }
-
     // MARK: For the layers above
 
     /// Live links, by peer id.
     public func links() async -> [PeerLink] { await manager.liveLinks }
-
-    /// The live link to `peer`, if any.
-    public func link(to peer: NodeID) async -> PeerLink? { await manager.link(to: peer) }
 
     /// The nodes `neighbour` last said it has direct links to (nil: not known yet).
     public func linkedPeers(of neighbour: NodeID) async -> Set<NodeID>? { await manager.linkedPeers(of: neighbour) }
 
     /// Every node this node knows of, linked or not (itself excluded).
     public func knownPeers() async -> Set<NodeID> { await manager.knownPeerIDs }
-
-    public var localIdentity: LocalIdentity { get async { await manager.identity } }
 
     /// The address the transport bound, once listening.
     public var listeningAddress: HostPort? { state.withLock { $0.listening } }

@@ -1,5 +1,5 @@
 public import AgentFlowCore
-public import Foundation
+import Foundation
 
 /// Every peer this node has seen, with where to reach it and when it was last
 /// known alive; kept in a small JSON file in the data folder.
@@ -138,12 +138,6 @@ public struct PeerBook: Sendable {
     }
 
     func isFresh(_ micros: Int64, nowMicros: Int64) -> Bool {
-        let (seconds, attoseconds) = maxAge.components
-        return nowMicros - micros <= seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        nowMicros - micros <= maxAge.inMicroseconds
     }
-}
-
-/// Unix time in microseconds: the clock of `EventHeader`, `PeerInfo` and the book.
-public func unixMicros(_ date: Date = Date()) -> Int64 {
-    Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
 }

@@ -32,6 +32,8 @@ public final class PeerLink: Sendable, Identifiable {
     public let transport: String
     public let remoteAddress: String
     public let connectedAt: Date
+    /// The same moment on the monotonic clock (ages and timeouts).
+    let connectedInstant = ContinuousClock.now
     let outbound: BoundedAsyncQueue<Envelope>
     let stream: MeshStream
 

@@ -1,3 +1,5 @@
+import AgentFlowCore
+
 /// How long to wait before redialling a peer after `failures` failed attempts:
 /// exponential from `base`, capped at `maximum`, with "equal jitter" (half
 /// fixed, half random) so a fleet that lost the same peer does not redial in
@@ -27,7 +29,7 @@ public struct ReconnectBackoff: Sendable, Hashable {
         let step = step(afterFailures: failures)
         guard step > .zero else { return .zero }
         let half = step / 2
-        let span = Double(half.components.seconds) + Double(half.components.attoseconds) / 1e18
+        let span = half.inSeconds
         return half + .milliseconds(Int64(Double.random(in: 0...span, using: &random) * 1_000))
     }
 

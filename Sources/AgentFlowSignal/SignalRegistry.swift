@@ -23,7 +23,7 @@ public struct SignalRegistry: Sendable {
         self.metrics = metrics
     }
 
-    var ttlSeconds: Double { Double(settings.ttl.duration.components.seconds) + Double(settings.ttl.duration.components.attoseconds) / 1e18 }
+    var ttlSeconds: Double { settings.ttl.duration.inSeconds }
 
     /// Nodes should heartbeat at a third of the TTL, so two lost heartbeats do not evict them.
     var heartbeatIntervalSeconds: Double { ttlSeconds / 3 }

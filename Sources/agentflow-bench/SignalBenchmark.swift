@@ -179,7 +179,7 @@ enum SignalDigest {
 }
 
 extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var seconds: Double { inSeconds }
     var milliseconds: Double { seconds * 1_000 }
 }
 

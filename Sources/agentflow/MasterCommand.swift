@@ -26,12 +26,8 @@ struct MasterCommand: AsyncParsableCommand {
     func run() async throws {
         var environment = ProcessInfo.processInfo.environment
         if let logLevel { environment["AGENTFLOW_MASTER__LOG__LEVEL"] = logLevel }
-        let masterConfig: MasterConfig
-        do {
-            masterConfig = try ConfigLoader.loadMaster(file: config, environment: environment, registry: ModuleAssembly.registry())
-        } catch {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            throw ExitCode(1)
+        let masterConfig = try loadConfigOrExit { () throws(ConfigError) in
+            try ConfigLoader.loadMaster(file: config, environment: environment, registry: ModuleAssembly.registry())
         }
         if case .mutualTLS(let files) = masterConfig.security {
             let missing = [files.caCertificateFile, files.certificateFile, files.privateKeyFile].filter { !FileManager.default.fileExists(atPath: $0) }

@@ -23,12 +23,8 @@ struct SignalCommand: AsyncParsableCommand {
     func run() async throws {
         var environment = ProcessInfo.processInfo.environment
         if let logLevel { environment["AGENTFLOW_SIGNAL__LOG__LEVEL"] = logLevel }
-        let signalConfig: SignalConfig
-        do {
-            signalConfig = try ConfigLoader.loadSignal(file: config, environment: environment)
-        } catch {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            throw ExitCode(1)
+        let signalConfig = try loadConfigOrExit { () throws(ConfigError) in
+            try ConfigLoader.loadSignal(file: config, environment: environment)
         }
         LineLogHandler.bootstrap(level: signalConfig.log.level)
         var logger = Logger(label: "signal")

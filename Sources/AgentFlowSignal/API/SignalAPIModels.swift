@@ -76,10 +76,3 @@ public struct ErrorResponse: Codable, Sendable {
 
     public var error: Detail
 }
-
-/// Timestamps as RFC 3339 with milliseconds, UTC.
-enum Timestamp {
-    static func string(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
-}

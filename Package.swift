@@ -180,9 +180,11 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore",
                 "AgentFlowTLS",
+                "AgentFlowTransportKit",
                 "AgentFlowSTUN",
                 "CHiredis",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -61,13 +61,20 @@ struct SignalClient: Sendable {
         return try decode(Registration.self, response, expecting: [200, 201])
     }
 
-    /// Returns false when the server no longer knows the node (evicted): it must register again.
-    func heartbeat(nodeID: NodeID, secret: String) async throws -> Bool {
-        let response = try await post("/heartbeat", ["node_id": nodeID.rawValue, "secret": secret])
-        if response.status == 404 { return false }
-        _ = try decode(Empty.self, response, expecting: [200])
-        return true
+    enum HeartbeatAnswer: Equatable {
+        /// Refreshed; the registry's revision when the server said it.
+        case alive(revision: UInt64?)
+        /// The server no longer knows the node (evicted, or it restarted): it must register again.
+        case unknownNode
     }
+
+    func heartbeat(nodeID: NodeID, secret: String) async throws -> HeartbeatAnswer {
+        let response = try await post("/heartbeat", ["node_id": nodeID.rawValue, "secret": secret])
+        if response.status == 404 { return .unknownNode }
+        return .alive(revision: try decode(HeartbeatBody.self, response, expecting: [200]).revision)
+    }
+
+    private struct HeartbeatBody: Decodable { var revision: UInt64? }
 
     func deregister(nodeID: NodeID, secret: String) async throws {
         let response = try await post("/deregister", ["node_id": nodeID.rawValue, "secret": secret], timeoutMilliseconds: 1_000)

@@ -14,8 +14,12 @@ public import Logging
 /// - The STUN-mapped address is this node's address as the server sees it;
 ///   when it is a host the node does not already advertise, it is added as a
 ///   candidate endpoint (same ports) and the node re-registers.
-/// - `/list` is polled with `?since=` and `If-None-Match`: a quiet cluster
-///   costs a 304 per poll.
+/// - `/list` is fetched with `?since=` and `If-None-Match` only when the
+///   registry moved: every heartbeat answer (STUN or REST) carries the
+///   registry's revision, so a quiet cluster costs no poll at all, and a
+///   change is seen at the next heartbeat. `poll_interval` is the least time
+///   between two fetches (what bounds a large fleet's load under churn), and
+///   the fixed poll schedule when an answer carries no revision.
 /// - While the server is unreachable the last known peers are repeated as
 ///   `degraded`, with backoff and jitter between attempts; when it returns the
 ///   node registers again by itself.
@@ -103,7 +107,24 @@ private final class SignalSession: Sendable {
         var lastYield: PeerSetUpdate?
         var nextHeartbeat = clock.now
         var nextPoll = clock.now
+        var lastPoll: ContinuousClock.Instant?
         var registeredOnce = false
+        let pollInterval = Duration.milliseconds(options.pollInterval.duration.inMilliseconds)
+
+        /// A heartbeat answer said which revision the registry is at, which is what a
+        /// conditional poll would have asked. Unchanged: that was the poll, so the
+        /// next is pushed a `poll_interval` away (while answers keep coming, none is
+        /// sent). Moved: fetch now, or once `poll_interval` has passed since the
+        /// last fetch.
+        func heard(registryRevision seen: UInt64?) {
+            guard let seen, let known = revision else { return }
+            let now = clock.now
+            if seen == known {
+                nextPoll = max(nextPoll, now + pollInterval * Double.random(in: 0.9...1.1))
+            } else {
+                nextPoll = min(nextPoll, max(now, (lastPoll ?? now) + pollInterval))
+            }
+        }
 
         func yield(_ health: PeerSetUpdate.Health) {
             let peers = nodes.values.compactMap { node -> DiscoveredPeer? in
@@ -158,13 +179,16 @@ private final class SignalSession: Sendable {
                        answer.authenticated {
                         alive = true
                         mapped = answer.mappedAddress.ipDescription
+                        heard(registryRevision: answer.registryRevision)
                     }
                 }
                 if !alive {
                     do {
-                        if try await client.heartbeat(nodeID: local.nodeID, secret: secret) {
+                        switch try await client.heartbeat(nodeID: local.nodeID, secret: secret) {
+                        case .alive(let revision):
                             alive = true
-                        } else {
+                            heard(registryRevision: revision)
+                        case .unknownNode:
                             logger.info("the signal server no longer knows \(local.nodeID) (evicted, or it restarted): registering again")
                             registration = nil
                             continue
@@ -186,6 +210,7 @@ private final class SignalSession: Sendable {
             }
 
             if clock.now >= nextPoll {
+                lastPoll = clock.now
                 do {
                     if let (list, newTag) = try await client.list(since: revision, etag: etag) {
                         if list.full { nodes = [:] }
@@ -205,8 +230,7 @@ private final class SignalSession: Sendable {
                     await failed(error, doing: "polling /list")
                     continue
                 }
-                let jitter = Double.random(in: 0.9...1.1)
-                nextPoll = clock.now + .milliseconds(Int64(options.pollInterval.duration.inMilliseconds * jitter))
+                nextPoll = clock.now + pollInterval * Double.random(in: 0.9...1.1)
             }
 
             let wake = min(nextHeartbeat, nextPoll)
@@ -242,7 +266,9 @@ public enum SignalDiscoveryModule: DiscoveryModule {
         public var url: String
         /// The cluster token (Bearer). Default none.
         public var token: String?
-        /// How often `/list` is polled. Default 30s: a newcomer dials every member it lists at once, so members need not poll fast to link with it.
+        /// The least time between two `/list` fetches, and the poll schedule when heartbeat answers carry no
+        /// registry revision. Default 30s: heartbeat answers say when the registry moved, and a newcomer dials
+        /// every member it lists at once, so members need not fetch often.
         public var pollInterval: ConfigDuration
         public var heartbeat: HeartbeatPath
         public var requestTimeout: ConfigDuration

@@ -28,6 +28,11 @@ public struct STUNMessage: Sendable, Hashable {
         public static let padding: UInt16 = 0x0026
         public static let software: UInt16 = 0x8022
         public static let fingerprint: UInt16 = 0x8028
+        /// AgentFlow's own, comprehension-optional (0xC000–0xFFFF, RFC 8489 §18.3):
+        /// the signal registry's revision (8 bytes, big-endian) in an
+        /// authenticated heartbeat answer, so a node polls `/list` only when the
+        /// registry moved. Other STUN clients ignore it.
+        public static let agentflowRevision: UInt16 = 0xC0AF
     }
 
     public struct Attribute: Sendable, Hashable {
@@ -36,6 +41,11 @@ public struct STUNMessage: Sendable, Hashable {
         public init(type: UInt16, value: [UInt8]) {
             self.type = type
             self.value = value
+        }
+
+        /// An 8-byte big-endian integer attribute.
+        public init(type: UInt16, uint64 number: UInt64) {
+            self.init(type: type, value: (0..<8).map { UInt8(truncatingIfNeeded: number >> (56 - 8 * UInt64($0))) })
         }
     }
 
@@ -53,6 +63,12 @@ public struct STUNMessage: Sendable, Hashable {
 
     public func attribute(_ type: UInt16) -> [UInt8]? {
         attributes.first { $0.type == type }?.value
+    }
+
+    /// An 8-byte attribute as a big-endian integer; nil when absent or of another size.
+    public func uint64Attribute(_ type: UInt16) -> UInt64? {
+        guard let value = attribute(type), value.count == 8 else { return nil }
+        return value.reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     /// The USERNAME attribute as text.

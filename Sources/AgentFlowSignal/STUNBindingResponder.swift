@@ -7,7 +7,8 @@ public import Foundation
 /// - Every valid binding request gets XOR-MAPPED-ADDRESS: the node learns its public address.
 /// - A request with USERNAME = node id and MESSAGE-INTEGRITY keyed by the node's
 ///   STUN password (hex SHA-256 of its secret) refreshes that node's record and
-///   observed address, like `POST /heartbeat`; the answer is signed the same way.
+///   observed address, like `POST /heartbeat`; the answer is signed the same way
+///   and carries the registry revision (AGENTFLOW-REVISION).
 /// - Malformed datagrams, bad credentials and requests smaller than their answer
 ///   get no answer at all (counted): a spoofed source can never be sent more
 ///   bytes than it sent (no amplification).
@@ -47,10 +48,19 @@ public struct STUNBindingResponder: Sendable {
     }
 
     /// Step 3, no I/O: the signed (or plain) answer, or nothing when it would be larger than the request.
-    static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
-        let response = STUNMessage(
-            type: .bindingSuccess, transactionID: pending.request.transactionID,
-            attributes: [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: source.xorEncoded(transactionID: pending.request.transactionID))])
+    ///
+    /// A heartbeat's answer also carries the registry's `revision` (AGENTFLOW-REVISION,
+    /// signed with the rest), so the node can skip its `/list` poll while nothing
+    /// changed. It is left out, never the answer, when the request was too small
+    /// to carry it (older clients padded to the smaller answer).
+    static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, revision: UInt64? = nil, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
+        let mapped = source.xorEncoded(transactionID: pending.request.transactionID)
+        let baseSize = STUNMessage.headerLength + 4 + mapped.count + (key == nil ? 0 : 24) + 8
+        var attributes: [STUNMessage.Attribute] = [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: mapped)]
+        if let revision, baseSize + 12 <= datagramSize {
+            attributes.append(.init(type: STUNMessage.AttributeType.agentflowRevision, uint64: revision))
+        }
+        let response = STUNMessage(type: .bindingSuccess, transactionID: pending.request.transactionID, attributes: attributes)
         guard let reply = try? response.encode(integrityKey: key, fingerprint: true), reply.count <= datagramSize else { return (nil, .tooSmall) }
         return (reply, outcome)
     }
@@ -67,10 +77,10 @@ public struct STUNBindingResponder: Sendable {
         guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
         let digest = try? await registry.store.secretDigest(of: username)
         if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
-        guard case .refreshed? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
+        guard case .refreshed(let revision)? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
-        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), revision: revision, outcome: .heartbeat)
     }
 
     /// Answers one datagram without suspending, for stores that can be read
@@ -84,9 +94,9 @@ public struct STUNBindingResponder: Sendable {
         guard let username = pending.username else { return Self.answer(pending, datagramSize: datagram.count, source: source, key: nil, outcome: .answered) }
         let digest = store.secretDigestNow(of: username)
         if let refused = Self.verify(datagram, digest: digest) { return (nil, refused) }
-        guard case .refreshed = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
+        guard case .refreshed(let revision) = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
-        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), outcome: .heartbeat)
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), revision: revision, outcome: .heartbeat)
     }
 }

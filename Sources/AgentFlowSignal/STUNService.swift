@@ -34,7 +34,11 @@ struct STUNService: Service, CustomStringConvertible {
         let metrics = self.metrics
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.maxMessagesPerRead, value: 64)
+            // One recvmmsg(2) per drain: up to 64 datagrams of up to 2 KiB each
+            // (the vector read splits the receive buffer evenly between them).
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.datagramVectorReadMessageCount, value: STUNDatagramHandler.maxMessagesPerRead)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: STUNDatagramHandler.maxMessagesPerRead * 2048))
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -54,7 +54,7 @@ public struct SignalServer: Sendable {
         let idle = config.http.idleTimeout.duration.components
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
+            server: .loopBoundHTTP1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(httpHost, port: config.http.listen.port), serverName: "agentflow-signal"),
             onServerRunning: { channel in
                 await bound.http(HostPort(host: httpHost, port: channel.localAddress?.port ?? 0))

@@ -36,6 +36,12 @@ struct SignalBenchmark: AsyncParsableCommand {
     @Option(help: "Seconds between a node's /list delta polls; 0 turns polls off (to isolate the heartbeat path).")
     var pollInterval: Double = 30
 
+    @Option(help: "Poll modes to run: fixed (a conditional /list every poll-interval per node, whatever heartbeats say), on-change (a /list only when a heartbeat answer shows a newer revision, at most every poll-interval: what the signal discovery does), or both.")
+    var polls: String = "fixed,on-change"
+
+    @Option(help: "Registry changes per second during a phase (a node re-registers with a new port), to show what polls cost when the registry moves.")
+    var churn: Double = 0
+
     @Option(help: "Seconds to measure each phase.")
     var seconds: Double = 20
 
@@ -46,14 +52,19 @@ struct SignalBenchmark: AsyncParsableCommand {
     var saturate = false
 
     func run() async throws {
-        print("| nodes | path | heartbeats/s | list polls/s | p50 ms | p99 ms | errors | server CPU % of one core | server RSS MiB |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| nodes | heartbeat | polls | churn/s | heartbeats/s | list polls/s | p50 ms | p99 ms | errors | server CPU % of one core | server RSS MiB |")
+        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        let modes = try polls.split(separator: ",").map { text in
+            guard let mode = PollMode(rawValue: String(text)) else { throw ValidationError("--polls: expected fixed, on-change or both, got \(text)") }
+            return mode
+        }
         for count in nodes.split(separator: ",").compactMap({ Int($0) }) {
             for path in paths.split(separator: ",").map(String.init) {
-                let server = try ServerProcess(binary: agentflow)
-                defer { server.stop() }
-                let result = try await phase(count: count, udp: path == "udp", server: server)
-                print(result)
+                for mode in modes {
+                    let server = try ServerProcess(binary: agentflow)
+                    defer { server.stop() }
+                    print(try await phase(count: count, udp: path == "udp", polls: mode, server: server))
+                }
             }
         }
         if saturate {
@@ -64,7 +75,7 @@ struct SignalBenchmark: AsyncParsableCommand {
     }
 
     /// Registers `count` nodes, then runs heartbeats and polls for `seconds`.
-    func phase(count: Int, udp: Bool, server: ServerProcess) async throws -> String {
+    func phase(count: Int, udp: Bool, polls mode: PollMode, server: ServerProcess) async throws -> String {
         let client = CurlHTTPClient(maxIdleHandles: 16)
         var secrets: [String] = []
         try await withThrowingTaskGroup(of: [String].self) { group in
@@ -72,8 +83,7 @@ struct SignalBenchmark: AsyncParsableCommand {
                 group.addTask {
                     var mine: [String] = []
                     for index in stride(from: worker, to: count, by: 8) {
-                        let body = #"{"node_id":"bench-\#(index)","endpoints":[{"transport":"grpc","host":"127.0.0.1","port":\#(10_000 + index % 50_000)}]}"#
-                        let response = try await client.request("POST", "\(server.base)/register", headers: ["Content-Type: application/json"], body: Array(body.utf8))
+                        let response = try await client.request("POST", "\(server.base)/register", headers: ["Content-Type: application/json"], body: Self.registration(index, port: 10_000 + index % 50_000))
                         let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
                         mine.append("\(index)|\(json?["secret"] as? String ?? "")")
                     }
@@ -86,6 +96,13 @@ struct SignalBenchmark: AsyncParsableCommand {
             let parts = entry.split(separator: "|")
             return (Int(parts[0])!, String(parts[1]))
         })
+        // Every node starts with the full list, as after its first poll.
+        let first = try await client.request("GET", "\(server.base)/list")
+        guard let startRevision = ((try JSONSerialization.jsonObject(with: Data(first.body)) as? [String: Any])?["revision"] as? NSNumber)?.uint64Value else {
+            throw ValidationError("GET /list answered without a revision")
+        }
+        let nodes = NodeTable(count: count, revision: startRevision)
+
         let udpSender = udp ? try await UDPHeartbeatSender(server: HostPort(host: "127.0.0.1", port: server.stunPort)) : nil
         let passwords = try byIndex.mapValues { try SignalDigest.of($0) }
         let stats = Stats()
@@ -94,39 +111,68 @@ struct SignalBenchmark: AsyncParsableCommand {
         let start = clock.now
         let end = start + .seconds(seconds)
         let heartbeatGap = Duration.seconds(interval / Double(count))
-        let pollGap = Duration.seconds((pollInterval > 0 ? pollInterval : 1e9) / Double(count))
+        let pollEvery = Duration.seconds(pollInterval > 0 ? pollInterval : 1e9)
+        let pollGap = pollEvery / count
+        let churnGap = Duration.seconds(churn > 0 ? 1 / churn : 1e9)
+
+        // One delta poll for node `id`, as the signal discovery sends it.
+        @Sendable func poll(_ id: Int) async {
+            let known = nodes.revision(of: id)
+            let response = try? await client.request("GET", "\(server.base)/list?since=\(known)", headers: ["If-None-Match: \"r\(known)\""])
+            if response?.status == 200, let body = response?.body,
+               let revision = ((try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any])?["revision"] as? NSNumber {
+                nodes.setRevision(revision.uint64Value, of: id)
+            }
+            stats.record(latency: nil, ok: response?.status == 200 || response?.status == 304)
+        }
 
         // One scheduler at a fixed rate (not saturation): a heartbeat every
-        // interval/N (node after node) and a delta poll every 30 s/N.
+        // interval/N (node after node); in `fixed` mode a conditional poll every
+        // poll-interval/N; in `on-change` mode a poll when a heartbeat answer shows
+        // a newer revision and the node's last poll is poll-interval old; and
+        // `churn` registry changes a second (a node re-registers a new port).
         try await withThrowingTaskGroup(of: Void.self) { group in
             var nextHeartbeat = start
-            var nextPoll = start
+            var nextPoll = mode == .fixed ? start : end
+            var nextChurn = churn > 0 ? start + churnGap : end
             var node = 0
-            while min(nextHeartbeat, nextPoll) < end {
-                if nextHeartbeat <= nextPoll {
-                    try await clock.sleep(until: nextHeartbeat)
+            var churned = 0
+            while min(nextHeartbeat, nextPoll, nextChurn) < end {
+                let due = min(nextHeartbeat, nextPoll, nextChurn)
+                try await clock.sleep(until: due)
+                if due == nextChurn {
+                    let id = (churned * 7_919) % count
+                    churned += 1
+                    let body = Self.registration(id, port: 20_000 + churned % 40_000, secret: byIndex[id])
+                    group.addTask { _ = try? await client.request("POST", "\(server.base)/register", headers: ["Content-Type: application/json"], body: body) }
+                    nextChurn = nextChurn + churnGap
+                } else if due == nextHeartbeat {
                     let id = node % count
                     let sent = clock.now
+                    let answered: @Sendable (UInt64?, Bool) -> Void = { revision, ok in
+                        stats.record(latency: clock.now - sent, ok: ok)
+                        guard mode == .onChange, let revision, nodes.shouldPoll(id, seen: revision, now: clock.now, every: pollEvery) else { return }
+                        stats.countPoll()
+                        Task { await poll(id) }
+                    }
                     if let udpSender {
-                        udpSender.send(nodeID: "bench-\(id)", password: passwords[id] ?? "") { ok in
-                            stats.record(latency: clock.now - sent, ok: ok)
+                        udpSender.send(nodeID: "bench-\(id)", password: passwords[id] ?? "") { answer in
+                            answered(answer.flatMap { try? STUNMessage.parse($0) }?.uint64Attribute(STUNMessage.AttributeType.agentflowRevision), answer != nil)
                         }
                     } else {
                         let body = Array(#"{"node_id":"bench-\#(id)","secret":"\#(byIndex[id] ?? "")"}"#.utf8)
                         group.addTask {
-                            let ok = (try? await client.request("POST", "\(server.base)/heartbeat", headers: ["Content-Type: application/json"], body: body).status) == 200
-                            stats.record(latency: clock.now - sent, ok: ok)
+                            let response = try? await client.request("POST", "\(server.base)/heartbeat", headers: ["Content-Type: application/json"], body: body)
+                            let revision = response.flatMap { (try? JSONSerialization.jsonObject(with: Data($0.body))) as? [String: Any] }?["revision"] as? NSNumber
+                            answered(revision?.uint64Value, response?.status == 200)
                         }
                     }
                     stats.countHeartbeat()
                     node += 1
                     nextHeartbeat = nextHeartbeat + heartbeatGap
                 } else {
-                    try await clock.sleep(until: nextPoll)
-                    group.addTask {
-                        let status = try? await client.request("GET", "\(server.base)/list?since=\(count)", headers: ["If-None-Match: \"r\(count)\""]).status
-                        stats.record(latency: nil, ok: status == 200 || status == 304)
-                    }
+                    let id = Int(((nextPoll - start) / pollGap).rounded()) % count
+                    group.addTask { await poll(id) }
                     stats.countPoll()
                     nextPoll = nextPoll + pollGap
                 }
@@ -140,9 +186,14 @@ struct SignalBenchmark: AsyncParsableCommand {
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let lost = udpSender.map { $0.outstanding } ?? 0
         return String(
-            format: "| %d | %@ | %.0f | %.1f | %.3f | %.3f | %d | %.1f | %.1f |",
-            count, udp ? "udp (STUN)" : "rest", Double(heartbeats) / elapsed, Double(polls) / elapsed, percentile(0.5), percentile(0.99),
-            errors + lost, cpu, server.rssMiB())
+            format: "| %d | %@ | %@ | %.1f | %.0f | %.1f | %.3f | %.3f | %d | %.1f | %.1f |",
+            count, udp ? "udp (STUN)" : "rest", mode.rawValue, churn, Double(heartbeats) / elapsed, Double(polls) / elapsed,
+            percentile(0.5), percentile(0.99), errors + lost, cpu, server.rssMiB())
+    }
+
+    static func registration(_ index: Int, port: Int, secret: String? = nil) -> [UInt8] {
+        let secretField = secret.map { #","secret":"\#($0)""# } ?? ""
+        return Array(#"{"node_id":"bench-\#(index)","endpoints":[{"transport":"grpc","host":"127.0.0.1","port":\#(port)}]\#(secretField)}"#.utf8)
     }
 
     /// Closed-loop REST heartbeats from 16 workers for 10 s: the maximum rate.
@@ -168,6 +219,38 @@ struct SignalBenchmark: AsyncParsableCommand {
         }
         let cpu = (server.cpuSeconds() - cpuBefore) / 10 * 100
         return String(format: "\nREST heartbeat saturation (16 closed-loop workers, 10 s): %.0f req/s, server CPU %.0f%% of one core", Double(done.snapshot().heartbeats) / 10, cpu)
+    }
+}
+
+enum PollMode: String, Sendable {
+    case fixed
+    case onChange = "on-change"
+}
+
+/// Each simulated node's last listed revision and last poll, for `on-change` polls.
+final class NodeTable: Sendable {
+    private struct Entry {
+        var revision: UInt64
+        var lastPoll: ContinuousClock.Instant?
+    }
+
+    private let entries: Mutex<[Entry]>
+
+    init(count: Int, revision: UInt64) {
+        entries = Mutex(Array(repeating: Entry(revision: revision, lastPoll: nil), count: count))
+    }
+
+    func revision(of id: Int) -> UInt64 { entries.withLock { $0[id].revision } }
+
+    func setRevision(_ revision: UInt64, of id: Int) { entries.withLock { $0[id].revision = max($0[id].revision, revision) } }
+
+    /// True (and the poll is recorded as sent) when `seen` is newer than the node's list and its last poll is `every` old.
+    func shouldPoll(_ id: Int, seen: UInt64, now: ContinuousClock.Instant, every: Duration) -> Bool {
+        entries.withLock { entries in
+            guard seen > entries[id].revision, entries[id].lastPoll.map({ now - $0 >= every }) ?? true else { return false }
+            entries[id].lastPoll = now
+            return true
+        }
     }
 }
 

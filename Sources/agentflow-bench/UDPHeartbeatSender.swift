@@ -26,7 +26,8 @@ final class UDPHeartbeatSender: Sendable {
     /// Requests still unanswered (lost or refused).
     var outstanding: Int { pending.table.withLock { $0.count } }
 
-    func send(nodeID: String, password: String, completion: @escaping @Sendable (Bool) -> Void) {
+    /// Sends one heartbeat; `completion` gets the answer's bytes.
+    func send(nodeID: String, password: String, completion: @escaping @Sendable ([UInt8]?) -> Void) {
         let transactionID = (0..<12).map { _ in UInt8.random(in: 0...255) }
         guard let request = try? STUNClient.makeRequest(transactionID: transactionID, credentials: .init(username: nodeID, password: password)) else { return }
         pending.table.withLock { $0[transactionID] = completion }
@@ -44,12 +45,12 @@ final class UDPHeartbeatSender: Sendable {
             guard bytes.count >= 20 else { return }
             let id = Array(bytes[8..<20])
             let completion = pending.table.withLock { $0.removeValue(forKey: id) }
-            completion?(true)
+            completion?(bytes)
         }
     }
 }
 
 /// Callbacks of requests in flight, by transaction id.
 final class PendingTable: Sendable {
-    let table = Mutex<[[UInt8]: @Sendable (Bool) -> Void]>([:])
+    let table = Mutex<[[UInt8]: @Sendable ([UInt8]?) -> Void]>([:])
 }

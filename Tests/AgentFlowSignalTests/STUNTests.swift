@@ -4,6 +4,7 @@ import AgentFlowSignal
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 @Suite("STUN codec (RFC 8489)")
@@ -104,6 +105,36 @@ struct STUNServerTests {
         }
     }
 
+    @Test("a heartbeat's answer carries the registry revision, signed; a request too small for it still gets the rest", arguments: StoreKind.allCases)
+    func revision(store: StoreKind) async throws {
+        try await withServer(store, "") { server in
+        let stun = try #require(server.stun)
+        let password = try SignalRegistry.digest(try await server.register("rev-node"))
+        let credentials = STUNClient.Credentials(username: "rev-node", password: password)
+        func listed() async throws -> UInt64 { try #require((try await server.call("GET", "/list").json["revision"] as? NSNumber)?.uint64Value) }
+
+        let first = try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials)
+        #expect(first.authenticated)
+        #expect(first.registryRevision == (try await listed()))
+        _ = try await server.register("another")
+        let second = try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials)
+        #expect(second.registryRevision == (try await listed()) && second.registryRevision! > first.registryRevision!)
+        // A revision far from 0: a restarted server's revisions never meet a node's old ones.
+        #expect(first.registryRevision! > 1_000_000_000_000)
+
+        // A request big enough for the plain answer (64 bytes over IPv4) but not for the revision (76).
+        let transactionID = (0..<12).map { _ in UInt8.random(in: 0...255) }
+        var request = STUNMessage(type: .bindingRequest, transactionID: transactionID, attributes: [.init(type: STUNMessage.AttributeType.username, value: Array("rev-node".utf8))])
+        let unpadded = try request.encode(integrityKey: Array(password.utf8))
+        request.attributes.append(.init(type: STUNMessage.AttributeType.padding, value: [UInt8](repeating: 0, count: 72 - unpadded.count - 4)))
+        let small = try request.encode(integrityKey: Array(password.utf8))
+        #expect(small.count == 72)
+        let answer = try STUNMessage.parse(try #require(try await sendRaw([small], to: stun).first))
+        #expect(answer.attribute(STUNMessage.AttributeType.xorMappedAddress) != nil)
+        #expect(answer.uint64Attribute(STUNMessage.AttributeType.agentflowRevision) == nil)
+        }
+    }
+
     @Test("small requests and garbage get no answer (no amplification); the responder keeps working")
     func noAmplification() async throws {
         let server = try await RunningSignalServer.start()
@@ -121,6 +152,10 @@ struct STUNServerTests {
         await server.stop()
     }
 
+    final class Received: Sendable {
+        let datagrams = Mutex<[[UInt8]]>([])
+    }
+
     /// Sends datagrams and collects whatever comes back within 300 ms.
     func sendRaw(_ datagrams: [[UInt8]], to server: HostPort) async throws -> [[UInt8]] {
         let remote = try SocketAddress(ipAddress: server.host, port: server.port)
@@ -132,16 +167,15 @@ struct STUNServerTests {
             }
         return try await channel.executeThenClose { inbound, outbound in
             for datagram in datagrams { try await outbound.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram))) }
-            return try await withThrowingTaskGroup(of: [[UInt8]].self) { group in
+            let received = Received()
+            try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    var received: [[UInt8]] = []
-                    for try await envelope in inbound { received.append(Array(envelope.data.readableBytesView)) }
-                    return received
+                    for try await envelope in inbound { received.datagrams.withLock { $0.append(Array(envelope.data.readableBytesView)) } }
                 }
                 try await Task.sleep(for: .milliseconds(300))
                 group.cancelAll()
-                return []
             }
+            return received.datagrams.withLock { $0 }
         }
     }
 }

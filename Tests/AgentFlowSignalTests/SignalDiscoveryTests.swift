@@ -19,12 +19,12 @@ struct SignalDiscoveryTests {
         let task: Task<Void, Never>
         let dataDirectory: String
 
-        init(_ id: String, server: RunningSignalServer, heartbeat: String = "auto") throws {
+        init(_ id: String, server: RunningSignalServer, heartbeat: String = "auto", pollInterval: String = "200ms") throws {
             dataDirectory = FileManager.default.temporaryDirectory.appending(path: "signal-discovery-\(UUID().uuidString)").path()
             let yaml = """
                 kind: signal
                 url: \(server.base)
-                poll_interval: 200ms
+                poll_interval: \(pollInterval)
                 heartbeat: \(heartbeat)
                 request_timeout: 1s
                 """
@@ -60,6 +60,32 @@ struct SignalDiscoveryTests {
         let text = try await server.call("GET", "/metrics").body
         let line = text.split(separator: "\n").first { $0.hasPrefix("agentflow_signal_stun_packets_total") && $0.contains("result=\"heartbeat\"") }
         return line.flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? 0) } ?? 0
+    }
+
+    /// `GET /list` requests the server has answered, any status.
+    static func listRequests(_ server: RunningSignalServer) async throws -> Int {
+        let text = try await server.call("GET", "/metrics").body
+        return text.split(separator: "\n")
+            .filter { $0.hasPrefix("agentflow_signal_requests_total") && $0.contains(#"route="/list""#) }
+            .reduce(0) { $0 + Int(Double($1.split(separator: " ").last ?? "") ?? 0) }
+    }
+
+    @Test("heartbeat answers carry the revision: a quiet registry is not polled, a change is fetched at once", arguments: ["auto", "rest"])
+    func pollsOnlyWhenTheRegistryMoved(heartbeat: String) async throws {
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 1500ms\n  sweep_interval: 100ms\n")
+        defer { Task { await server.stop() } }
+        let a = try Follower("node-a", server: server, heartbeat: heartbeat, pollInterval: "1s")
+        try await waitUntil { (try? await server.listedIDs()) == ["node-a"] }
+        try await Task.sleep(for: .milliseconds(1_500))  // past its first poll and a heartbeat or two
+        // Quiet: heartbeats (every 500 ms) say the revision did not move, so the 1 s poll schedule never fires.
+        let before = try await Self.listRequests(server)
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await Self.listRequests(server) == before, "no /list while the registry is quiet")
+        // A change: the next heartbeat answer shows a new revision, and the node fetches it.
+        _ = try await server.register("node-b")
+        try await waitUntil(timeout: .seconds(2)) { a.peers == ["node-b"] }
+        #expect(try await Self.listRequests(server) == before + 1)
+        await a.stop()
     }
 
     @Test("registers, heartbeats over STUN past the TTL, sees peers arrive, and deregisters when stopped")

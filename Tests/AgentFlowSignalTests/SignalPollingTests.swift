@@ -37,9 +37,13 @@ struct SignalPollingTests {
             #expect(try await server.listedIDs(query: "?label=zone") == ["node-b", "node-c"])
             #expect(try await server.listedIDs(query: "?transport=tcp").isEmpty)
             #expect(try await server.listedIDs(query: "?transport=grpc&label=zone=us") == ["node-b"])
-            // A revision from the future (another server's, a reset store) gets the full set.
-            let future = try await server.call("GET", "/list?since=999999")
+            // A revision from the future (another server's) gets the full set; so does one from an
+            // earlier registry (a restarted memory store, a flushed Redis): revisions start at the time in µs.
+            let future = try await server.call("GET", "/list?since=\(revision + 1_000_000)")
             #expect(future.json["full"] as? Bool == true)
+            #expect(revision > 1_000_000_000_000)
+            let earlier = try await server.call("GET", "/list?since=999999")
+            #expect(earlier.json["full"] as? Bool == true)
         }
     }
 
@@ -48,10 +52,12 @@ struct SignalPollingTests {
         let store = MemoryRegistryStore(changeLogLimit: 4)
         let server = try await RunningSignalServer.start("", store: store)
         for index in 0..<6 { _ = try await server.register("node-\(index)") }
-        let reply = try await server.call("GET", "/list?since=1")
+        let last = try #require((try await server.call("GET", "/list").json["revision"] as? NSNumber)?.uint64Value)
+        // Six changes, four kept: a base before the fifth-last change is too old.
+        let reply = try await server.call("GET", "/list?since=\(last - 5)")
         #expect(reply.json["full"] as? Bool == true)
         #expect((reply.json["nodes"] as? [[String: Any]])?.count == 6)
-        let recent = try await server.call("GET", "/list?since=4")
+        let recent = try await server.call("GET", "/list?since=\(last - 2)")
         #expect(recent.json["full"] as? Bool == false)
         #expect((recent.json["nodes"] as? [[String: Any]])?.count == 2)
         await server.stop()

@@ -7,7 +7,10 @@ public import Foundation
 public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatStore {
     struct State {
         var nodes: [String: StoredNode] = [:]
-        var revision: UInt64 = 0
+        /// Starts at the start time in µs, not 0: a restarted server's revisions
+        /// are all newer than any a node kept from before, so its `?since=` and
+        /// ETag can never match a different registry by accident.
+        var revision = UInt64(max(0, Date().timeIntervalSince1970 * 1_000_000))
         /// (revision, node id) of recent changes, oldest first; bounded.
         var changeLog: [(revision: UInt64, nodeID: String)] = []
         var changeLogStart = 0
@@ -59,16 +62,14 @@ public final class MemoryRegistryStore: NodeRegistryStore, SynchronousHeartbeatS
 
     public func heartbeatNow(nodeID: String, secretDigest: String, observedAddress: String?, now: Date) -> HeartbeatOutcome {
         state.withWriteLock { state in
-            guard var node = state.nodes[nodeID] else { return .unknownNode }
-            guard ConstantTime.equals(secretDigest, node.secretDigest) else { return .wrongSecret }
-            node.lastSeenMillis = now.unixMillis
-            let moved = observedAddress != nil && observedAddress != node.view.observedAddress
-            if moved {
-                node.view.observedAddress = observedAddress
-                node.view.lastSeen = Timestamp.string(now)
-            }
-            state.nodes[nodeID] = node
-            return .refreshed(revision: moved ? state.recordChange(nodeID, limit: changeLogLimit) : state.revision)
+            guard let stored = state.nodes[nodeID]?.secretDigest else { return .unknownNode }
+            guard ConstantTime.equals(secretDigest, stored) else { return .wrongSecret }
+            // Written in place through the dictionary: a copy written back costs a second hash and write per heartbeat.
+            state.nodes[nodeID]!.lastSeenMillis = now.unixMillis
+            guard let observedAddress, observedAddress != state.nodes[nodeID]!.view.observedAddress else { return .refreshed(revision: state.revision) }
+            state.nodes[nodeID]!.view.observedAddress = observedAddress
+            state.nodes[nodeID]!.view.lastSeen = Timestamp.string(now)
+            return .refreshed(revision: state.recordChange(nodeID, limit: changeLogLimit))
         }
     }
 

@@ -7,7 +7,7 @@ public import Foundation
 /// Keys (all under `store.key_prefix`):
 /// - `P:node:ID` — hash: `view` (JSON), `digest`, `observed`, `registered_at`; expires after 2×TTL as a backstop
 /// - `P:seen` — sorted set: node id → last seen (Unix ms); eviction and counts read it
-/// - `P:rev` — the registry revision
+/// - `P:rev` — the registry revision (starts at the time in µs)
 /// - `P:changes` — sorted set: `REV:ID` scored by revision (bounded), for `?since=` deltas
 /// - `P:trimmed` — highest revision dropped from `P:changes`; older bases get a full list
 public final class RedisRegistryStore: NodeRegistryStore {
@@ -33,8 +33,18 @@ public final class RedisRegistryStore: NodeRegistryStore {
     /// Expects KEYS[2..5] = seen, rev, changes, trimmed and the limit in `limit`.
     private static let recordChange = """
         local function record_change(id, limit)
+          if redis.call('EXISTS', KEYS[3]) == 0 then
+            -- A new (or flushed) registry starts at the time in µs, not 0, and no
+            -- delta reaches back before it: a node's ?since= or ETag from an
+            -- earlier registry gets the full list, never a wrong delta.
+            local t = redis.call('TIME')
+            local start = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+            redis.call('SET', KEYS[3], start)
+            redis.call('SET', KEYS[5], start)
+          end
           local rev = redis.call('INCR', KEYS[3])
-          redis.call('ZADD', KEYS[4], rev, rev .. ':' .. id)
+          -- Revisions exceed Lua's 14-digit number formatting: always %d, never `..` on a number.
+          redis.call('ZADD', KEYS[4], rev, string.format('%d', rev) .. ':' .. id)
           local excess = redis.call('ZCARD', KEYS[4]) - limit
           if excess > 0 then
             local old = redis.call('ZRANGE', KEYS[4], excess - 1, excess - 1, 'WITHSCORES')
@@ -107,7 +117,7 @@ public final class RedisRegistryStore: NodeRegistryStore {
           ids = redis.call('ZRANGE', KEYS[2], 0, -1)
         else
           local seen = {}
-          for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. since, '+inf')) do
+          for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[1], '+inf')) do
             local id = string.match(entry, '^%d+:(.*)$')
             if id and not seen[id] then seen[id] = true; table.insert(ids, id) end
           end

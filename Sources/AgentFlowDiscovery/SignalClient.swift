@@ -1,4 +1,5 @@
 import AgentFlowCore
+import AgentFlowSTUN
 import Foundation
 
 /// The signal server's REST API as the `signal` discovery backend uses it,
@@ -15,9 +16,10 @@ struct SignalClient: Sendable {
         var heartbeatIntervalSeconds: Double
         var observedAddress: String?
         var stunPort: Int?
+        var minPollIntervalSeconds: Int?
         enum CodingKeys: String, CodingKey {
             case ttlSeconds = "ttl_seconds", heartbeatIntervalSeconds = "heartbeat_interval_seconds"
-            case observedAddress = "observed_address", stunPort = "stun_port"
+            case observedAddress = "observed_address", stunPort = "stun_port", minPollIntervalSeconds = "min_poll_interval_seconds"
         }
     }
 
@@ -62,8 +64,8 @@ struct SignalClient: Sendable {
     }
 
     enum HeartbeatAnswer: Equatable {
-        /// Refreshed; the registry's revision when the server said it.
-        case alive(revision: UInt64?)
+        /// Refreshed; the registry's state when the server said it.
+        case alive(RegistryState?)
         /// The server no longer knows the node (evicted, or it restarted): it must register again.
         case unknownNode
     }
@@ -71,10 +73,15 @@ struct SignalClient: Sendable {
     func heartbeat(nodeID: NodeID, secret: String) async throws -> HeartbeatAnswer {
         let response = try await post("/heartbeat", ["node_id": nodeID.rawValue, "secret": secret])
         if response.status == 404 { return .unknownNode }
-        return .alive(revision: try decode(HeartbeatBody.self, response, expecting: [200]).revision)
+        let body = try decode(HeartbeatBody.self, response, expecting: [200])
+        return .alive(body.revision.map { RegistryState(revision: $0, minPollIntervalSeconds: UInt32(clamping: body.minPollIntervalSeconds ?? 0)) })
     }
 
-    private struct HeartbeatBody: Decodable { var revision: UInt64? }
+    private struct HeartbeatBody: Decodable {
+        var revision: UInt64?
+        var minPollIntervalSeconds: Int?
+        enum CodingKeys: String, CodingKey { case revision, minPollIntervalSeconds = "min_poll_interval_seconds" }
+    }
 
     func deregister(nodeID: NodeID, secret: String) async throws {
         let response = try await post("/deregister", ["node_id": nodeID.rawValue, "secret": secret], timeoutMilliseconds: 1_000)

@@ -17,9 +17,11 @@ public import Logging
 /// - `/list` is fetched with `?since=` and `If-None-Match` only when the
 ///   registry moved: every heartbeat answer (STUN or REST) carries the
 ///   registry's revision, so a quiet cluster costs no poll at all, and a
-///   change is seen at the next heartbeat. `poll_interval` is the least time
-///   between two fetches (what bounds a large fleet's load under churn), and
-///   the fixed poll schedule when an answer carries no revision.
+///   change is seen at the next heartbeat. The least time between two fetches
+///   is `poll_interval` or the server's `min_poll_interval_seconds`, whichever
+///   is longer: the server spreads a budget of fetches over its fleet, so its
+///   load stays bounded under churn. Without a revision in the answers (an
+///   older server), `/list` is polled every `poll_interval`.
 /// - While the server is unreachable the last known peers are repeated as
 ///   `degraded`, with backoff and jitter between attempts; when it returns the
 ///   node registers again by itself.
@@ -109,15 +111,19 @@ private final class SignalSession: Sendable {
         var nextPoll = clock.now
         var lastPoll: ContinuousClock.Instant?
         var registeredOnce = false
-        let pollInterval = Duration.milliseconds(options.pollInterval.duration.inMilliseconds)
+        var serverMinimumPollSeconds = 0
+        var pollInterval: Duration { max(options.pollInterval.duration, .seconds(serverMinimumPollSeconds)) }
 
         /// A heartbeat answer said which revision the registry is at, which is what a
         /// conditional poll would have asked. Unchanged: that was the poll, so the
         /// next is pushed a `poll_interval` away (while answers keep coming, none is
         /// sent). Moved: fetch now, or once `poll_interval` has passed since the
         /// last fetch.
-        func heard(registryRevision seen: UInt64?) {
-            guard let seen, let known = revision else { return }
+        func heard(_ state: RegistryState?) {
+            guard let state else { return }
+            serverMinimumPollSeconds = Int(state.minPollIntervalSeconds)
+            guard let known = revision else { return }
+            let seen = state.revision
             let now = clock.now
             if seen == known {
                 nextPoll = max(nextPoll, now + pollInterval * Double.random(in: 0.9...1.1))
@@ -158,6 +164,7 @@ private final class SignalSession: Sendable {
             guard let current = registration else {
                 do {
                     registration = try await client.register(local, endpoints: endpoints, secret: secret)
+                    serverMinimumPollSeconds = registration!.minPollIntervalSeconds ?? 0
                     logger.info("registered with the signal server \(options.url) as \(local.nodeID)\(registeredOnce ? " (again)" : "") with \(endpoints.map(\.description).joined(separator: ", "))")
                     registeredOnce = true
                     failures = 0
@@ -179,15 +186,15 @@ private final class SignalSession: Sendable {
                        answer.authenticated {
                         alive = true
                         mapped = answer.mappedAddress.ipDescription
-                        heard(registryRevision: answer.registryRevision)
+                        heard(answer.registry)
                     }
                 }
                 if !alive {
                     do {
                         switch try await client.heartbeat(nodeID: local.nodeID, secret: secret) {
-                        case .alive(let revision):
+                        case .alive(let state):
                             alive = true
-                            heard(registryRevision: revision)
+                            heard(state)
                         case .unknownNode:
                             logger.info("the signal server no longer knows \(local.nodeID) (evicted, or it restarted): registering again")
                             registration = nil

@@ -33,6 +33,8 @@ public struct STUNAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// The address without the port, as `inet_ntop` writes it.
     public var ipDescription: String {
+        // IPv4 by hand: glibc's inet_ntop formats it through printf, once per heartbeat.
+        if ip.count == 4 { return "\(ip[0]).\(ip[1]).\(ip[2]).\(ip[3])" }
         var buffer = [CChar](repeating: 0, count: 64)
         let family = ip.count == 4 ? AF_INET : AF_INET6
         let ok = ip.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) } != nil

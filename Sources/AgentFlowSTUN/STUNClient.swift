@@ -25,8 +25,8 @@ public struct STUNClient: Sendable {
         public var mappedAddress: STUNAddress
         /// True when the answer carried a valid MESSAGE-INTEGRITY for our credentials.
         public var authenticated: Bool
-        /// The signal registry's revision, from an authenticated AgentFlow answer (nil otherwise).
-        public var registryRevision: UInt64?
+        /// The signal registry's state, from an authenticated AgentFlow answer (nil otherwise).
+        public var registry: RegistryState?
         public var roundTrip: Duration
     }
 
@@ -41,7 +41,7 @@ public struct STUNClient: Sendable {
     /// The smallest request AgentFlow's responder answers in full: its largest
     /// answer (header, XOR-MAPPED-ADDRESS for IPv6, the registry revision,
     /// MESSAGE-INTEGRITY, FINGERPRINT).
-    static let minimumRequestBytes = 20 + 24 + 12 + 24 + 8
+    static let minimumRequestBytes = 20 + 24 + 4 + RegistryState.encodedSize + 24 + 8
 
     /// Builds a padded binding request.
     public static func makeRequest(transactionID: [UInt8], credentials: Credentials?) throws -> [UInt8] {
@@ -93,9 +93,9 @@ public struct STUNClient: Sendable {
                         if let credentials {
                             authenticated = (try? STUNMessage.verifyIntegrity(of: bytes, key: Array(credentials.password.utf8))) == true
                         }
-                        // Only a signed revision is believed: a forged one could only cause polls, but need not.
-                        let revision = authenticated ? answer.uint64Attribute(STUNMessage.AttributeType.agentflowRevision) : nil
-                        return BindingResult(mappedAddress: mapped, authenticated: authenticated, registryRevision: revision, roundTrip: clock.now - start)
+                        // Only a signed state is believed: a forged one could make a node poll too often or too rarely.
+                        let registry = authenticated ? answer.registryState : nil
+                        return BindingResult(mappedAddress: mapped, authenticated: authenticated, registry: registry, roundTrip: clock.now - start)
                     }
                     return nil
                 }

@@ -31,9 +31,8 @@ extension STUNMessage {
             }
             if attributeType == AttributeType.fingerprint {
                 guard attributeLength == 4 else { throw STUNError("bad_fingerprint", "FINGERPRINT is 4 bytes") }
-                var prefix = Array(bytes[..<offset])
-                writeUInt16(&prefix, 2, UInt16(offset + 8 - headerLength))
-                let expected = CRC32.checksum(prefix) ^ 0x5354_554E
+                // The CRC covers the message up to FINGERPRINT, its length field already counting it (it does: it is last).
+                let expected = CRC32.checksum(bytes[..<offset]) ^ 0x5354_554E
                 guard readUInt32(bytes, valueStart) == expected else { throw STUNError("bad_fingerprint", "FINGERPRINT does not match") }
             }
             attributes.append(Attribute(type: attributeType, value: Array(bytes[valueStart..<(valueStart + attributeLength)])))
@@ -48,6 +47,7 @@ extension STUNMessage {
     /// (HMAC-SHA1 keyed by it); with `fingerprint`, appends FINGERPRINT last.
     public func encode(integrityKey: [UInt8]? = nil, fingerprint: Bool = true) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: Self.headerLength)
+        bytes.reserveCapacity(Self.headerLength + attributes.reduce(0) { $0 + 4 + ($1.value.count + 3) & ~3 } + 24 + 8)
         Self.writeUInt16(&bytes, 0, type)
         Self.writeUInt32(&bytes, 4, Self.magicCookie)
         bytes.replaceSubrange(8..<20, with: transactionID)
@@ -62,10 +62,8 @@ extension STUNMessage {
         }
         if fingerprint {
             Self.writeUInt16(&bytes, 2, UInt16(bytes.count - Self.headerLength + 8))
-            let crc = CRC32.checksum(bytes) ^ 0x5354_554E
-            var value = [UInt8](repeating: 0, count: 4)
-            Self.writeUInt32(&value, 0, crc)
-            Self.append(Attribute(type: AttributeType.fingerprint, value: value), to: &bytes)
+            let crc = CRC32.checksum(bytes[...]) ^ 0x5354_554E
+            bytes += [0x80, 0x28, 0x00, 0x04, UInt8(crc >> 24), UInt8((crc >> 16) & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8(crc & 0xFF)]
         }
         Self.writeUInt16(&bytes, 2, UInt16(bytes.count - Self.headerLength))
         return bytes
@@ -91,12 +89,12 @@ extension STUNMessage {
     }
 
     private static func append(_ attribute: Attribute, to bytes: inout [UInt8]) {
-        var header = [UInt8](repeating: 0, count: 4)
-        writeUInt16(&header, 0, attribute.type)
-        writeUInt16(&header, 2, UInt16(attribute.value.count))
-        bytes += header
-        bytes += attribute.value
-        bytes += [UInt8](repeating: 0, count: (4 - attribute.value.count % 4) % 4)
+        bytes.append(UInt8(attribute.type >> 8))
+        bytes.append(UInt8(attribute.type & 0xFF))
+        bytes.append(UInt8(attribute.value.count >> 8))
+        bytes.append(UInt8(attribute.value.count & 0xFF))
+        bytes.append(contentsOf: attribute.value)
+        for _ in 0..<((4 - attribute.value.count % 4) % 4) { bytes.append(0) }
     }
 
     static func readUInt32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
@@ -121,9 +119,11 @@ enum CRC32 {
         return value
     }
 
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        table.withUnsafeBufferPointer { table in
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            return crc ^ 0xFFFF_FFFF
+        }
     }
 }

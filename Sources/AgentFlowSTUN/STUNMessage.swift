@@ -28,11 +28,13 @@ public struct STUNMessage: Sendable, Hashable {
         public static let padding: UInt16 = 0x0026
         public static let software: UInt16 = 0x8022
         public static let fingerprint: UInt16 = 0x8028
-        /// AgentFlow's own, comprehension-optional (0xC000–0xFFFF, RFC 8489 §18.3):
-        /// the signal registry's revision (8 bytes, big-endian) in an
-        /// authenticated heartbeat answer, so a node polls `/list` only when the
-        /// registry moved. Other STUN clients ignore it.
-        public static let agentflowRevision: UInt16 = 0xC0AF
+        /// AgentFlow's own, comprehension-optional (0xC000–0xFFFF, RFC 8489 §18.3),
+        /// in an authenticated heartbeat answer: the signal registry's revision
+        /// (8 bytes) and the least seconds between the node's `/list` fetches
+        /// (4 bytes), big-endian. A node fetches `/list` only when the registry
+        /// moved, and never more often than the server can afford. Other STUN
+        /// clients ignore it. See `RegistryState`.
+        public static let agentflowRegistry: UInt16 = 0xC0AF
     }
 
     public struct Attribute: Sendable, Hashable {
@@ -43,10 +45,7 @@ public struct STUNMessage: Sendable, Hashable {
             self.value = value
         }
 
-        /// An 8-byte big-endian integer attribute.
-        public init(type: UInt16, uint64 number: UInt64) {
-            self.init(type: type, value: (0..<8).map { UInt8(truncatingIfNeeded: number >> (56 - 8 * UInt64($0))) })
-        }
+
     }
 
     public var type: UInt16
@@ -65,10 +64,9 @@ public struct STUNMessage: Sendable, Hashable {
         attributes.first { $0.type == type }?.value
     }
 
-    /// An 8-byte attribute as a big-endian integer; nil when absent or of another size.
-    public func uint64Attribute(_ type: UInt16) -> UInt64? {
-        guard let value = attribute(type), value.count == 8 else { return nil }
-        return value.reduce(0) { $0 << 8 | UInt64($1) }
+    /// The AGENTFLOW-REGISTRY attribute, decoded; nil when absent or malformed.
+    public var registryState: RegistryState? {
+        attribute(AttributeType.agentflowRegistry).flatMap(RegistryState.init(value:))
     }
 
     /// The USERNAME attribute as text.
@@ -85,5 +83,32 @@ public struct STUNError: AgentFlowError, Equatable {
     init(_ code: String, _ message: String) {
         self.code = code
         self.message = message
+    }
+}
+
+/// What the signal server tells a node in a heartbeat's answer (AGENTFLOW-REGISTRY).
+public struct RegistryState: Sendable, Hashable {
+    /// The registry's revision: a node whose list is at it has nothing to fetch.
+    public var revision: UInt64
+    /// The least seconds between the node's `/list` fetches (0: the node's own interval).
+    public var minPollIntervalSeconds: UInt32
+
+    public static let encodedSize = 12
+
+    public init(revision: UInt64, minPollIntervalSeconds: UInt32) {
+        self.revision = revision
+        self.minPollIntervalSeconds = minPollIntervalSeconds
+    }
+
+    init?(value: [UInt8]) {
+        guard value.count == Self.encodedSize else { return nil }
+        revision = value[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+        minPollIntervalSeconds = value[8..<12].reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    public var attribute: STUNMessage.Attribute {
+        .init(type: STUNMessage.AttributeType.agentflowRegistry,
+              value: (0..<8).map { UInt8(truncatingIfNeeded: revision >> (56 - 8 * UInt64($0))) }
+                + (0..<4).map { UInt8(truncatingIfNeeded: minPollIntervalSeconds >> (24 - 8 * UInt32($0))) })
     }
 }

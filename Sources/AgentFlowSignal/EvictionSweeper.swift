@@ -34,7 +34,9 @@ struct EvictionSweeper: Service, CustomStringConvertible {
                 logger.info("evicted silent node", metadata: ["node_id": "\(id)"])
             }
             if !evicted.isEmpty { registry.metrics.evictions.increment(by: evicted.count) }
-            registry.metrics.nodes.record(try await registry.store.nodeCount())
+            let count = try await registry.store.nodeCount()
+            registry.metrics.nodes.record(count)
+            registry.fleetSize.withLock { $0 = count }
         } catch {
             registry.metrics.storeErrors.increment()
             logger.error("eviction sweep failed; will retry", metadata: ["error": "\(error)"])

@@ -8,7 +8,7 @@ public import Foundation
 /// - A request with USERNAME = node id and MESSAGE-INTEGRITY keyed by the node's
 ///   STUN password (hex SHA-256 of its secret) refreshes that node's record and
 ///   observed address, like `POST /heartbeat`; the answer is signed the same way
-///   and carries the registry revision (AGENTFLOW-REVISION).
+///   and carries the registry's revision and poll pacing (AGENTFLOW-REGISTRY).
 /// - Malformed datagrams, bad credentials and requests smaller than their answer
 ///   get no answer at all (counted): a spoofed source can never be sent more
 ///   bytes than it sent (no amplification).
@@ -49,16 +49,16 @@ public struct STUNBindingResponder: Sendable {
 
     /// Step 3, no I/O: the signed (or plain) answer, or nothing when it would be larger than the request.
     ///
-    /// A heartbeat's answer also carries the registry's `revision` (AGENTFLOW-REVISION,
-    /// signed with the rest), so the node can skip its `/list` poll while nothing
+    /// A heartbeat's answer also carries the registry's state (AGENTFLOW-REGISTRY,
+    /// signed with the rest), so the node skips its `/list` poll while nothing
     /// changed. It is left out, never the answer, when the request was too small
-    /// to carry it (older clients padded to the smaller answer).
-    static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, revision: UInt64? = nil, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
+    /// to carry it.
+    static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, registry: RegistryState? = nil, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
         let mapped = source.xorEncoded(transactionID: pending.request.transactionID)
         let baseSize = STUNMessage.headerLength + 4 + mapped.count + (key == nil ? 0 : 24) + 8
         var attributes: [STUNMessage.Attribute] = [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: mapped)]
-        if let revision, baseSize + 12 <= datagramSize {
-            attributes.append(.init(type: STUNMessage.AttributeType.agentflowRevision, uint64: revision))
+        if let registry, baseSize + 4 + RegistryState.encodedSize <= datagramSize {
+            attributes.append(registry.attribute)
         }
         let response = STUNMessage(type: .bindingSuccess, transactionID: pending.request.transactionID, attributes: attributes)
         guard let reply = try? response.encode(integrityKey: key, fingerprint: true), reply.count <= datagramSize else { return (nil, .tooSmall) }
@@ -66,6 +66,10 @@ public struct STUNBindingResponder: Sendable {
     }
 
     struct OutcomeError: Error { let outcome: Outcome }
+
+    func state(_ revision: UInt64) -> RegistryState {
+        RegistryState(revision: revision, minPollIntervalSeconds: UInt32(clamping: registry.minPollIntervalSeconds))
+    }
 
     /// Answers one datagram through any store (awaiting its lookups).
     public func respond(to datagram: [UInt8], from source: STUNAddress, observedIP: String? = nil, now: Date = Date()) async -> (reply: [UInt8]?, outcome: Outcome) {
@@ -80,7 +84,7 @@ public struct STUNBindingResponder: Sendable {
         guard case .refreshed(let revision)? = try? await registry.store.heartbeat(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
-        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), revision: revision, outcome: .heartbeat)
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), registry: state(revision), outcome: .heartbeat)
     }
 
     /// Answers one datagram without suspending, for stores that can be read
@@ -97,6 +101,6 @@ public struct STUNBindingResponder: Sendable {
         guard case .refreshed(let revision) = store.heartbeatNow(nodeID: username, secretDigest: digest!, observedAddress: observedIP ?? source.ipDescription, now: now) else {
             return (nil, .unknownNode)
         }
-        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), revision: revision, outcome: .heartbeat)
+        return Self.answer(pending, datagramSize: datagram.count, source: source, key: Array(digest!.utf8), registry: state(revision), outcome: .heartbeat)
     }
 }

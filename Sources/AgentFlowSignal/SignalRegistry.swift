@@ -15,6 +15,8 @@ public struct SignalRegistry: Sendable {
     public var stunPort: Int? { boundSTUNPort.withLock { $0 } }
     let boundSTUNPort: SharedValue<Int?>
     let metrics: SignalMetrics
+    /// Registered nodes as of the last sweep (or registration): what `minPollIntervalSeconds` divides.
+    let fleetSize = SharedValue(0)
 
     public init(store: any NodeRegistryStore, settings: SignalConfig.RegistrySettings, stunPort: Int?, metrics: SignalMetrics = SignalMetrics()) {
         self.store = store
@@ -27,6 +29,10 @@ public struct SignalRegistry: Sendable {
 
     /// Nodes should heartbeat at a third of the TTL, so two lost heartbeats do not evict them.
     var heartbeatIntervalSeconds: Double { ttlSeconds / 3 }
+
+    /// The least time between one node's `/list` fetches: the fleet shares
+    /// `registry.list_polls_per_second`. 0 (no floor of the server's) for small fleets.
+    public var minPollIntervalSeconds: Int { fleetSize.withLock { $0 } / settings.listPollsPerSecond }
 
     // MARK: Register
 
@@ -85,6 +91,7 @@ public struct SignalRegistry: Sendable {
             // A re-registration after eviction presents its old secret; the record is new, and keeps that secret.
             revision = value
             created = true
+            fleetSize.withLock { $0 += 1 }  // until the next sweep counts exactly
         case .replaced(let value):
             revision = value
             created = false
@@ -95,7 +102,8 @@ public struct SignalRegistry: Sendable {
         }
         return (created, RegisterResponse(
             nodeID: registration.nodeID, secret: issuedSecret, created: created, ttlSeconds: ttlSeconds,
-            heartbeatIntervalSeconds: heartbeatIntervalSeconds, observedAddress: observedAddress, revision: revision, stunPort: stunPort))
+            heartbeatIntervalSeconds: heartbeatIntervalSeconds, observedAddress: observedAddress, revision: revision, stunPort: stunPort,
+            minPollIntervalSeconds: minPollIntervalSeconds))
     }
 
     // MARK: Heartbeat and deregister
@@ -113,7 +121,7 @@ public struct SignalRegistry: Sendable {
         let (nodeID, secret) = try parseCredentials(body)
         switch try await store.heartbeat(nodeID: nodeID, secretDigest: try Self.digest(secret), observedAddress: observedAddress, now: now) {
         case .refreshed(let revision):
-            return HeartbeatResponse(nodeID: nodeID, ttlSeconds: ttlSeconds, revision: revision)
+            return HeartbeatResponse(nodeID: nodeID, ttlSeconds: ttlSeconds, revision: revision, minPollIntervalSeconds: minPollIntervalSeconds)
         case .unknownNode:
             throw SignalAPIError.unknownNode(nodeID)
         case .wrongSecret:

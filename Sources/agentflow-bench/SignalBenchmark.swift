@@ -149,22 +149,27 @@ struct SignalBenchmark: AsyncParsableCommand {
                 } else if due == nextHeartbeat {
                     let id = node % count
                     let sent = clock.now
-                    let answered: @Sendable (UInt64?, Bool) -> Void = { revision, ok in
+                    let answered: @Sendable (RegistryState?, Bool) -> Void = { state, ok in
                         stats.record(latency: clock.now - sent, ok: ok)
-                        guard mode == .onChange, let revision, nodes.shouldPoll(id, seen: revision, now: clock.now, every: pollEvery) else { return }
+                        guard mode == .onChange, let state,
+                              nodes.shouldPoll(id, seen: state.revision, now: clock.now, every: max(pollEvery, .seconds(Int(state.minPollIntervalSeconds))))
+                        else { return }
                         stats.countPoll()
                         Task { await poll(id) }
                     }
                     if let udpSender {
                         udpSender.send(nodeID: "bench-\(id)", password: passwords[id] ?? "") { answer in
-                            answered(answer.flatMap { try? STUNMessage.parse($0) }?.uint64Attribute(STUNMessage.AttributeType.agentflowRevision), answer != nil)
+                            answered(answer.flatMap { try? STUNMessage.parse($0) }?.registryState, answer != nil)
                         }
                     } else {
                         let body = Array(#"{"node_id":"bench-\#(id)","secret":"\#(byIndex[id] ?? "")"}"#.utf8)
                         group.addTask {
                             let response = try? await client.request("POST", "\(server.base)/heartbeat", headers: ["Content-Type: application/json"], body: body)
-                            let revision = response.flatMap { (try? JSONSerialization.jsonObject(with: Data($0.body))) as? [String: Any] }?["revision"] as? NSNumber
-                            answered(revision?.uint64Value, response?.status == 200)
+                            let json = response.flatMap { (try? JSONSerialization.jsonObject(with: Data($0.body))) as? [String: Any] }
+                            let state = (json?["revision"] as? NSNumber).map {
+                                RegistryState(revision: $0.uint64Value, minPollIntervalSeconds: (json?["min_poll_interval_seconds"] as? NSNumber)?.uint32Value ?? 0)
+                            }
+                            answered(state, response?.status == 200)
                         }
                     }
                     stats.countHeartbeat()

@@ -107,22 +107,25 @@ struct STUNServerTests {
 
     @Test("a heartbeat's answer carries the registry revision, signed; a request too small for it still gets the rest", arguments: StoreKind.allCases)
     func revision(store: StoreKind) async throws {
-        try await withServer(store, "") { server in
+        try await withServer(store, "registry:\n  list_polls_per_second: 1\n") { server in
         let stun = try #require(server.stun)
         let password = try SignalRegistry.digest(try await server.register("rev-node"))
         let credentials = STUNClient.Credentials(username: "rev-node", password: password)
         func listed() async throws -> UInt64 { try #require((try await server.call("GET", "/list").json["revision"] as? NSNumber)?.uint64Value) }
 
-        let first = try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials)
-        #expect(first.authenticated)
-        #expect(first.registryRevision == (try await listed()))
+        let first = try #require(try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials).registry)
+        #expect(first.revision == (try await listed()))
         _ = try await server.register("another")
-        let second = try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials)
-        #expect(second.registryRevision == (try await listed()) && second.registryRevision! > first.registryRevision!)
+        let second = try #require(try await STUNClient(timeout: .seconds(2)).bind(to: stun, credentials: credentials).registry)
+        #expect(second.revision == (try await listed()) && second.revision > first.revision)
         // A revision far from 0: a restarted server's revisions never meet a node's old ones.
-        #expect(first.registryRevision! > 1_000_000_000_000)
+        #expect(first.revision > 1_000_000_000_000)
+        // Two nodes, one list poll a second for the fleet: each may fetch every 2 s.
+        #expect(second.minPollIntervalSeconds == 2)
+        // Unsigned, the same answer carries no registry state.
+        #expect(try await STUNClient(timeout: .seconds(2)).bind(to: stun).registry == nil)
 
-        // A request big enough for the plain answer (64 bytes over IPv4) but not for the revision (76).
+        // A request big enough for the plain answer (64 bytes over IPv4) but not for the registry state (80).
         let transactionID = (0..<12).map { _ in UInt8.random(in: 0...255) }
         var request = STUNMessage(type: .bindingRequest, transactionID: transactionID, attributes: [.init(type: STUNMessage.AttributeType.username, value: Array("rev-node".utf8))])
         let unpadded = try request.encode(integrityKey: Array(password.utf8))
@@ -131,7 +134,7 @@ struct STUNServerTests {
         #expect(small.count == 72)
         let answer = try STUNMessage.parse(try #require(try await sendRaw([small], to: stun).first))
         #expect(answer.attribute(STUNMessage.AttributeType.xorMappedAddress) != nil)
-        #expect(answer.uint64Attribute(STUNMessage.AttributeType.agentflowRevision) == nil)
+        #expect(answer.registryState == nil)
         }
     }
 

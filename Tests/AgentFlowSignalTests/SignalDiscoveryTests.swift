@@ -88,6 +88,26 @@ struct SignalDiscoveryTests {
         await a.stop()
     }
 
+    @Test("a busy registry: fetches stay at the server's pace (min_poll_interval_seconds), not at every change")
+    func followsTheServersPace() async throws {
+        // Four nodes sharing one list poll a second: each may fetch every 4 s.
+        let server = try await RunningSignalServer.start("registry:\n  ttl: 1500ms\n  sweep_interval: 100ms\n  list_polls_per_second: 1\n")
+        defer { Task { await server.stop() } }
+        for id in ["node-b", "node-c", "node-d"] { _ = try await server.register(id) }
+        let a = try Follower("node-a", server: server, pollInterval: "200ms")
+        try await waitUntil { a.peers == ["node-b", "node-c", "node-d"] }
+        try await Task.sleep(for: .milliseconds(600))  // a heartbeat answer has told it the pace
+        // The registry moves every 250 ms for 3 s (newcomers); heartbeats (every 500 ms) see each move.
+        let before = try await Self.listRequests(server)
+        for round in 0..<12 {
+            _ = try await server.register("churn-\(round)")
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let fetched = try await Self.listRequests(server) - before
+        #expect(fetched <= 1, "at most one fetch in 3 s at a 4 s pace, not one per heartbeat (\(fetched))")
+        await a.stop()
+    }
+
     @Test("registers, heartbeats over STUN past the TTL, sees peers arrive, and deregisters when stopped")
     func followsTheRegistry() async throws {
         let server = try await RunningSignalServer.start("registry:\n  ttl: 2s\n  sweep_interval: 200ms\n")

@@ -56,6 +56,11 @@ public struct SignalConfig: Sendable {
         public var maxLabelBytes: Int
         /// Default 8.
         public var maxEndpoints: Int
+        /// The `/list` fetches a second the whole fleet may send. Nodes are told the
+        /// least time between their fetches (`min_poll_interval_seconds` = nodes ÷
+        /// this), so the server's list load stays bounded however large the fleet
+        /// or busy the registry. Default 20.
+        public var listPollsPerSecond: Int
     }
 
     /// The `stun:` block: STUN binding requests and UDP heartbeats.
@@ -114,7 +119,8 @@ public struct SignalConfig: Sendable {
             maxNodes: try registrySection.value("max_nodes", default: 10_000, in: 1...1_000_000),
             maxLabels: try registrySection.value("max_labels", default: 32, in: 0...1_024),
             maxLabelBytes: try registrySection.value("max_label_bytes", default: 256, in: 8...65_536),
-            maxEndpoints: try registrySection.value("max_endpoints", default: 8, in: 1...64)
+            maxEndpoints: try registrySection.value("max_endpoints", default: 8, in: 1...64),
+            listPollsPerSecond: try registrySection.value("list_polls_per_second", default: 20, in: 1...100_000)
         )
         try registrySection.finish()
 

@@ -39,10 +39,12 @@ public struct RegisterResponse: Codable, Sendable {
     public var revision: UInt64
     /// UDP port answering STUN binding requests (also a heartbeat path), when enabled.
     public var stunPort: Int?
+    /// The least time between this node's `/list` fetches (the fleet's share of `registry.list_polls_per_second`).
+    public var minPollIntervalSeconds: Int
 
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", secret, created, ttlSeconds = "ttl_seconds", heartbeatIntervalSeconds = "heartbeat_interval_seconds"
-        case observedAddress = "observed_address", revision, stunPort = "stun_port"
+        case observedAddress = "observed_address", revision, stunPort = "stun_port", minPollIntervalSeconds = "min_poll_interval_seconds"
     }
 }
 
@@ -50,10 +52,12 @@ public struct RegisterResponse: Codable, Sendable {
 public struct HeartbeatResponse: Codable, Sendable {
     public var nodeID: String
     public var ttlSeconds: Double
+    /// The registry's revision: a node whose list is at this revision need not poll.
     public var revision: UInt64
+    public var minPollIntervalSeconds: Int
 
     enum CodingKeys: String, CodingKey {
-        case nodeID = "node_id", ttlSeconds = "ttl_seconds", revision
+        case nodeID = "node_id", ttlSeconds = "ttl_seconds", revision, minPollIntervalSeconds = "min_poll_interval_seconds"
     }
 }
 

@@ -250,9 +250,14 @@ final class NodeTable: Sendable {
     func setRevision(_ revision: UInt64, of id: Int) { entries.withLock { $0[id].revision = max($0[id].revision, revision) } }
 
     /// True (and the poll is recorded as sent) when `seen` is newer than the node's list and its last poll is `every` old.
+    /// A node's first check places its previous fetch at a random point of the last `every`, as in a fleet that
+    /// has run for a while (not all of them due at once).
     func shouldPoll(_ id: Int, seen: UInt64, now: ContinuousClock.Instant, every: Duration) -> Bool {
         entries.withLock { entries in
-            guard seen > entries[id].revision, entries[id].lastPoll.map({ now - $0 >= every }) ?? true else { return false }
+            guard seen > entries[id].revision else { return false }
+            let last = entries[id].lastPoll ?? now - every * Double.random(in: 0..<1)
+            entries[id].lastPoll = last
+            guard now - last >= every else { return false }
             entries[id].lastPoll = now
             return true
         }

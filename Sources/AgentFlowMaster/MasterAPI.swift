@@ -33,7 +33,7 @@ struct MasterAPI: Sendable {
         router.post("/api/publish/task_status") { request, _ in
             var json = try await Self.body(request)
             let task = try Self.name(&json, "task")
-            let state = try json.string("state", maxBytes: 16)!
+            let state = try json.string("state", maxLength: 16)!
             guard let taskState = Self.taskStates[state] else {
                 throw JSONBodyError.field("state", "expected one of \(Self.taskStates.keys.sorted().joined(separator: ", "))")
             }
@@ -41,7 +41,7 @@ struct MasterAPI: Sendable {
             status.task = task
             status.state = taskState
             status.exitCode = Int32(try json.integer("exit_code", in: -255...255, required: false) ?? 0)
-            status.message = try json.string("message", maxBytes: 1_024, required: false) ?? ""
+            status.message = try json.string("message", maxLength: 1_024, required: false) ?? ""
             try json.finish()
             monitor.publish(.taskStatus(status))
             return try JSONBody.response(["published": 1], status: .accepted)
@@ -49,7 +49,7 @@ struct MasterAPI: Sendable {
         router.post("/api/publish/logs") { request, _ in
             var json = try await Self.body(request)
             let task = try Self.name(&json, "task")
-            let stream = try json.string("stream", maxBytes: 8, required: false) ?? "stdout"
+            let stream = try json.string("stream", maxLength: 8, required: false) ?? "stdout"
             guard stream == "stdout" || stream == "stderr" else { throw JSONBodyError.field("stream", "expected stdout or stderr") }
             let lines = try json.strings("lines", maxCount: 1_000, maxBytes: 4_096)
             guard !lines.isEmpty else { throw JSONBodyError.field("lines", "required: an array of 1-1000 strings") }
@@ -66,9 +66,9 @@ struct MasterAPI: Sendable {
         router.post("/api/publish/alert") { request, _ in
             var json = try await Self.body(request)
             let id = try Self.name(&json, "alert_id")
-            let severityText = try json.string("severity", maxBytes: 16, required: false) ?? "warning"
+            let severityText = try json.string("severity", maxLength: 16, required: false) ?? "warning"
             guard let severity = Self.severities[severityText] else { throw JSONBodyError.field("severity", "expected info, warning or critical") }
-            let summary = try json.string("summary", maxBytes: 1_024, required: false) ?? id
+            let summary = try json.string("summary", maxLength: 1_024, required: false) ?? id
             let details = try json.stringMap("details", maxCount: 32, maxEntryBytes: 1_024)
             let active = try json.bool("active", required: false) ?? true
             try json.finish()
@@ -77,11 +77,11 @@ struct MasterAPI: Sendable {
         }
         router.post("/api/commands") { request, _ in
             var json = try await Self.body(request)
-            let targetText = try json.string("target", maxBytes: 63)!
+            let targetText = try json.string("target", maxLength: 63)!
             guard let target = NodeID(targetText) else { throw JSONBodyError.field("target", "\"\(targetText)\" is not a node id: \(NodeID.rules)") }
-            let action = try json.string("action", maxBytes: 64)!
+            let action = try json.string("action", maxLength: 64)!
             let args = try json.stringMap("args", maxCount: 32, maxEntryBytes: 4_096)
-            let key = try json.string("idempotency_key", maxBytes: 128, required: false)
+            let key = try json.string("idempotency_key", maxLength: 128, required: false)
             let timeoutMs = try json.integer("timeout_ms", in: 100...600_000, required: false)
             try json.finish()
             if target != cluster.localID {
@@ -132,7 +132,7 @@ struct MasterAPI: Sendable {
 
     /// A task or alert name field: node-id rules, so it is safe in logs and ids.
     static func name(_ json: inout StrictJSONObject, _ key: String) throws -> String {
-        let text = try json.string(key, maxBytes: 63)!
+        let text = try json.string(key, maxLength: 63)!
         guard NodeID.isValid(text) else { throw JSONBodyError.field(key, "\"\(text)\" is not a valid name: \(NodeID.rules)") }
         return text
     }

@@ -47,16 +47,16 @@ public struct SignalRegistry: Sendable {
 
     func parseRegistration(_ body: some Collection<UInt8>) throws(JSONBodyError) -> Registration {
         var json = try StrictJSONObject.parse(body)
-        let nodeID = try json.string("node_id", maxBytes: 63)!
+        let nodeID = try json.string("node_id", maxLength: 63)!
         guard NodeID.isValid(nodeID) else { throw .field("node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
-        let name = try json.string("name", maxBytes: 128, required: false) ?? nodeID
+        let name = try json.string("name", maxLength: 128, required: false) ?? nodeID
         var endpoints: [EndpointView] = []
         for var endpoint in try json.objects("endpoints", maxCount: settings.maxEndpoints) {
-            let transport = try endpoint.string("transport", maxBytes: 32)!
+            let transport = try endpoint.string("transport", maxLength: 32)!
             guard NodeID.isValid(transport) else { throw .field("\(endpoint.path).transport", "expected a transport name like grpc or tcp") }
-            let host = try endpoint.string("host", maxBytes: 253)!
-            guard !host.isEmpty, HostPort(parsing: host.contains(":") ? "[\(host)]:1" : "\(host):1") != nil else {
-                throw .field("\(endpoint.path).host", "expected a host name or IP address")
+            let host = try endpoint.string("host", maxLength: 253)!
+            guard Self.isValidHost(host) else {
+                throw .field("\(endpoint.path).host", "expected a host name (letters, digits, . _ -) or an IP address")
             }
             let port = try endpoint.integer("port", in: 1...65_535)
             try endpoint.finish()
@@ -64,8 +64,10 @@ public struct SignalRegistry: Sendable {
         }
         guard !endpoints.isEmpty else { throw .field("endpoints", "at least one endpoint is required (transport, host, port)") }
         let labels = try json.stringMap("labels", maxCount: settings.maxLabels, maxEntryBytes: settings.maxLabelBytes)
-        let version = try json.string("version", maxBytes: 64, required: false) ?? "unknown"
-        let secret = try json.string("secret", maxBytes: 128, required: false)
+        let version = try json.string("version", maxLength: 64, required: false) ?? "unknown"
+        let secret = try json.string("secret", maxLength: 128, required: false)
+        // A node may choose its own secret (the discovery backend keeps one on disk), but not a guessable one.
+        if let secret, secret.unicodeScalars.count < 16 { throw .field("secret", "a chosen secret needs at least 16 characters (or omit it and use the one issued)") }
         try json.finish()
         return Registration(nodeID: nodeID, name: name, endpoints: endpoints, labels: labels, version: version, secret: secret)
     }
@@ -110,9 +112,9 @@ public struct SignalRegistry: Sendable {
 
     func parseCredentials(_ body: some Collection<UInt8>) throws(JSONBodyError) -> (nodeID: String, secret: String) {
         var json = try StrictJSONObject.parse(body)
-        let nodeID = try json.string("node_id", maxBytes: 63)!
+        let nodeID = try json.string("node_id", maxLength: 63)!
         guard NodeID.isValid(nodeID) else { throw .field("node_id", "\"\(nodeID)\" is not a node id: \(NodeID.rules)") }
-        let secret = try json.string("secret", maxBytes: 128)!
+        let secret = try json.string("secret", maxLength: 128)!
         try json.finish()
         return (nodeID, secret)
     }
@@ -174,6 +176,22 @@ public struct SignalRegistry: Sendable {
             }
         }
         return ListResponse(revision: changes.revision, full: changes.full, nodes: nodes, removed: removed.sorted())
+    }
+
+    /// A host name or IPv4 address (ASCII letters, digits, `.`, `_`, `-`) or an IPv6
+    /// literal (hex digits, `:` and `.`, with at least one `:`), 1–253 bytes: the
+    /// OpenAPI document's `Host` pattern, exactly. Peers dial what is listed, so
+    /// control characters and other text are refused at the door.
+    static func isValidHost(_ host: String) -> Bool {
+        let bytes = host.utf8
+        guard (1...253).contains(bytes.count) else { return false }
+        func isHostName(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+        func isIPv6(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte) || byte == 0x3A || byte == 0x2E
+        }
+        return bytes.allSatisfy(isHostName) || (bytes.contains(0x3A) && bytes.allSatisfy(isIPv6))
     }
 
     // MARK: Secrets

@@ -80,10 +80,14 @@ struct OpenAPIConformanceTests {
         }
         #expect(seen.count >= 15)
 
-        // Undocumented routes and methods do not exist.
-        for (method, path) in [("GET", "/register"), ("DELETE", "/list"), ("GET", "/admin"), ("PUT", "/heartbeat")] {
+        // Undocumented routes do not exist (404); another method on a documented path is a 405 naming the one allowed.
+        for (method, path, allowed) in [("GET", "/register", "POST"), ("DELETE", "/list", "GET"), ("GET", "/admin", nil), ("PUT", "/heartbeat", "POST"), ("TRACE", "/metrics", "GET")] {
             let reply = try await server.call(method, path, token: token)
-            #expect([404, 405].contains(reply.status), "\(method) \(path) answered \(reply.status)")
+            if let allowed {
+                #expect(reply.status == 405 && reply.headers.header("allow") == allowed && reply.errorCode == "method_not_allowed", "\(method) \(path) answered \(reply.status)")
+            } else {
+                #expect(reply.status == 404 && reply.errorCode == "not_found", "\(method) \(path) answered \(reply.status)")
+            }
         }
         await server.stop()
     }

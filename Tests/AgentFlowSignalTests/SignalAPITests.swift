@@ -91,8 +91,13 @@ struct SignalAPITests {
             let overwrite = try await server.call("POST", "/register", json: ["node_id": "victim", "endpoints": endpoints])
             #expect(overwrite.status == 403)
             #expect(overwrite.errorCode == "wrong_secret")
-            let guessed = try await server.call("POST", "/register", json: ["node_id": "victim", "secret": "guess", "endpoints": endpoints])
+            let guessed = try await server.call("POST", "/register", json: ["node_id": "victim", "secret": "a-wrong-guess-of-it", "endpoints": endpoints])
             #expect(guessed.status == 403)
+            // A chosen secret must not be guessable in the first place.
+            let short = try await server.call("POST", "/register", json: ["node_id": "newcomer", "secret": "guess", "endpoints": endpoints])
+            #expect(short.status == 400 && short.body.contains("secret"))
+            let null = try await server.call("POST", "/register", json: ["node_id": "newcomer", "secret": NSNull(), "endpoints": endpoints])
+            #expect(null.status == 400 && null.body.contains("null"))
             #expect(try await server.call("POST", "/heartbeat", json: ["node_id": "victim", "secret": "guess"]).status == 403)
             #expect(try await server.call("POST", "/deregister", json: ["node_id": "victim", "secret": String(secret.reversed())]).status == 403)
             let list = try await server.call("GET", "/list")
@@ -140,6 +145,12 @@ struct SignalAPITests {
             (["node_id": "a", "endpoints": [endpoint], "labels": ["a": "1", "b": "2", "c": "3"]], nil, "labels: at most 2"),
             (["node_id": "a", "endpoints": [endpoint], "labels": ["a": 1]], nil, "labels.a: expected a string"),
             (["node_id": "a", "endpoints": [endpoint], "admin": true], nil, "admin: unknown field"),
+            // Found by driving the OpenAPI document with schemathesis: hosts are names or IP literals, nothing else.
+            (["node_id": "a", "endpoints": [["transport": "grpc", "host": "h\u{19}x", "port": 1]]], nil, "endpoints[0].host: expected a host name"),
+            (["node_id": "a", "endpoints": [["transport": "grpc", "host": "höst", "port": 1]]], nil, "endpoints[0].host: expected a host name"),
+            (["node_id": "a", "endpoints": [["transport": "grpc", "host": "fe80::1%eth0/64", "port": 1]]], nil, "endpoints[0].host: expected a host name"),
+            (["node_id": "a", "endpoints": [endpoint], "secret": NSNull()], nil, "secret: null is not allowed"),
+            (["node_id": "a", "endpoints": [endpoint], "version": String(repeating: "é", count: 65)], nil, "version: longer than 64 characters"),
         ]
         for (json, raw, expected) in cases {
             let reply = try await server.call("POST", "/register", json: json, raw: raw)
@@ -157,6 +168,15 @@ struct SignalAPITests {
         let query = try await server.call("GET", "/list?since=abc")
         #expect(query.status == 400)
         #expect(query.errorMessage.contains("since"))
+        for bad in ["since=9223372036854775808", "since=-1", "label==x", "transport=", "transport=Bad%20Name"] {
+            let reply = try await server.call("GET", "/list?\(bad)")
+            #expect(reply.status == 400 && reply.errorCode == "invalid_field", "\(bad): \(reply.body)")
+        }
+        // What the document allows is accepted: IPv6 literals, names with _, 64 two-byte characters.
+        for (id, host) in [("v6", "2001:db8::1"), ("named", "node_1.example.com")] {
+            let reply = try await server.call("POST", "/register", json: ["node_id": id, "endpoints": [["transport": "grpc", "host": host, "port": 1]], "version": String(repeating: "é", count: 64)])
+            #expect(reply.status == 201, "\(host): \(reply.body)")
+        }
         let unknownQuery = try await server.call("GET", "/list?sort=name")
         #expect(unknownQuery.errorMessage.contains("sort: unknown query parameter"))
         // Still healthy after all that.

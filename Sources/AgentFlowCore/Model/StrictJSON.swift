@@ -33,20 +33,25 @@ public struct StrictJSONObject {
     private func fieldPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
     func fieldPathOf(_ key: String) -> String { fieldPath(key) }
 
-    private mutating func raw(_ key: String) -> Any? {
+    /// The field's value; nil when absent. `null` is refused rather than read as absent:
+    /// the schemas say "string" (or "omit it"), and a client sending null has a bug to hear about.
+    private mutating func raw(_ key: String) throws(JSONBodyError) -> Any? {
         read.insert(key)
-        guard let value = object[key], !(value is NSNull) else { return nil }
+        guard let value = object[key] else { return nil }
+        if value is NSNull { throw .field(fieldPath(key), "null is not allowed; omit the field instead") }
         return value
     }
-    mutating func rawValue(_ key: String) -> Any? { raw(key) }
+    mutating func rawValue(_ key: String) throws(JSONBodyError) -> Any? { try raw(key) }
 
-    public mutating func string(_ key: String, maxBytes: Int, required: Bool = true) throws(JSONBodyError) -> String? {
-        guard let value = raw(key) else {
+    /// A string of at most `maxLength` Unicode scalars: what JSON Schema's `maxLength`
+    /// counts, so a documented limit and the server's agree for any text.
+    public mutating func string(_ key: String, maxLength: Int, required: Bool = true) throws(JSONBodyError) -> String? {
+        guard let value = try raw(key) else {
             if required { throw .field( fieldPath(key), "required") }
             return nil
         }
         guard let text = value as? String else { throw .field( fieldPath(key), "expected a string") }
-        guard text.utf8.count <= maxBytes else { throw .field( fieldPath(key), "longer than \(maxBytes) bytes") }
+        guard text.unicodeScalars.count <= maxLength else { throw .field( fieldPath(key), "longer than \(maxLength) characters") }
         return text
     }
 
@@ -55,7 +60,7 @@ public struct StrictJSONObject {
     }
 
     public mutating func integer(_ key: String, in range: ClosedRange<Int>, required: Bool) throws(JSONBodyError) -> Int? {
-        guard let value = raw(key) else {
+        guard let value = try raw(key) else {
             if required { throw .field(fieldPath(key), "required") }
             return nil
         }
@@ -69,7 +74,7 @@ public struct StrictJSONObject {
     }
 
     public mutating func objects(_ key: String, maxCount: Int) throws(JSONBodyError) -> [StrictJSONObject] {
-        guard let value = raw(key) else { return [] }
+        guard let value = try raw(key) else { return [] }
         guard let array = value as? [Any] else { throw .field( fieldPath(key), "expected an array of objects") }
         guard array.count <= maxCount else { throw .field( fieldPath(key), "at most \(maxCount) entries allowed") }
         var result: [StrictJSONObject] = []
@@ -81,7 +86,7 @@ public struct StrictJSONObject {
     }
 
     public mutating func stringMap(_ key: String, maxCount: Int, maxEntryBytes: Int) throws(JSONBodyError) -> [String: String] {
-        guard let value = raw(key) else { return [:] }
+        guard let value = try raw(key) else { return [:] }
         guard let dictionary = value as? [String: Any] else { throw .field( fieldPath(key), "expected an object of strings") }
         guard dictionary.count <= maxCount else { throw .field( fieldPath(key), "at most \(maxCount) entries allowed") }
         var result: [String: String] = [:]
@@ -128,7 +133,7 @@ public struct JSONBodyError: AgentFlowError {
 extension StrictJSONObject {
     /// A number (integer or not) within `range`.
     public mutating func double(_ key: String, in range: ClosedRange<Double>, required: Bool = true) throws(JSONBodyError) -> Double? {
-        guard let value = rawValue(key) else {
+        guard let value = try rawValue(key) else {
             if required { throw .field(fieldPathOf(key), "required") }
             return nil
         }
@@ -139,7 +144,7 @@ extension StrictJSONObject {
     }
 
     public mutating func bool(_ key: String, required: Bool = true) throws(JSONBodyError) -> Bool? {
-        guard let value = rawValue(key) else {
+        guard let value = try rawValue(key) else {
             if required { throw .field(fieldPathOf(key), "required") }
             return nil
         }
@@ -148,7 +153,7 @@ extension StrictJSONObject {
     }
 
     public mutating func strings(_ key: String, maxCount: Int, maxBytes: Int) throws(JSONBodyError) -> [String] {
-        guard let value = rawValue(key) else { return [] }
+        guard let value = try rawValue(key) else { return [] }
         guard let array = value as? [Any] else { throw .field(fieldPathOf(key), "expected an array of strings") }
         guard array.count <= maxCount else { throw .field(fieldPathOf(key), "at most \(maxCount) entries allowed") }
         var result: [String] = []

@@ -6,11 +6,14 @@ public struct SignalAPIError: AgentFlowError {
     public let status: HTTPResponse.Status
     public let code: String
     public let message: String
+    /// For 405: the methods the route allows (the `Allow` header).
+    public var allow: String?
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, allow: String? = nil) {
         self.status = status
         self.code = code
         self.message = message
+        self.allow = allow
     }
 
     static func badRequest(field: String, _ problem: String) -> SignalAPIError {

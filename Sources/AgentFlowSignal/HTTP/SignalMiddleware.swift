@@ -20,7 +20,13 @@ struct JSONErrorMiddleware: RouterMiddleware {
             return JSONResponse.error(SignalAPIError(.badRequest, error.code, error.message))
         } catch let error as any HTTPResponseError {
             let apiError: SignalAPIError = switch error.status {
-            case .notFound: SignalAPIError(.notFound, "not_found", "no route \(request.method) \(request.uri.path); see GET /openapi.yaml")
+            case .notFound:
+                if let allowed = SignalRoutes.methods[request.uri.path] {
+                    // The path exists: the method is what is wrong (RFC 9110 §15.5.6).
+                    SignalAPIError(.methodNotAllowed, "method_not_allowed", "\(request.uri.path) answers \(allowed) only", allow: allowed)
+                } else {
+                    SignalAPIError(.notFound, "not_found", "no route \(request.method) \(request.uri.path); see GET /openapi.yaml")
+                }
             case .contentTooLarge: SignalAPIError(.contentTooLarge, "body_too_large", "the request body exceeds http.max_body_bytes")
             case .methodNotAllowed: SignalAPIError(.methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path)")
             default: SignalAPIError(error.status, "http_error", "\(error.status.reasonPhrase)")
@@ -131,6 +137,7 @@ enum JSONResponse {
         let body = ErrorResponse(error: .init(code: error.code, message: error.message))
         var headers = HTTPFields()
         if error.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        if let allow = error.allow { headers[.allow] = allow }
         // Encoding a struct of two strings cannot fail.
         return (try? make(body, status: error.status, headers: headers)) ?? Response(status: error.status)
     }

@@ -5,6 +5,13 @@ import Hummingbird
 
 /// The REST API of the signal server; docs/signal-openapi.yaml describes it exactly.
 enum SignalRoutes {
+    /// Every route and its method, as the OpenAPI document lists them: another
+    /// method on one of these paths is a 405 with `Allow`, not a 404.
+    static let methods: [String: String] = [
+        "/healthz": "GET", "/register": "POST", "/heartbeat": "POST", "/deregister": "POST",
+        "/list": "GET", "/metrics": "GET", "/openapi.yaml": "GET",
+    ]
+
     static func router(registry: SignalRegistry, config: SignalConfig, openAPIDocument: [UInt8]) -> Router<SignalRequestContext> {
         let router = Router(context: SignalRequestContext.self)
         router.add(middleware: RequestLogMiddleware(metrics: registry.metrics))
@@ -41,13 +48,17 @@ enum SignalRoutes {
             let query = request.uri.queryParameters
             var since: UInt64?
             if let text = query["since"] {
-                guard let value = UInt64(text) else { throw SignalAPIError.badRequest(field: "since", "expected a revision number (an unsigned integer)") }
-                since = value
+                guard let value = Int64(text), value >= 0 else { throw SignalAPIError.badRequest(field: "since", "expected a revision number (an integer from 0 to 2^63-1)") }
+                since = UInt64(value)
             }
             var filter = SignalRegistry.ListFilter(transport: query["transport"].map(String.init))
+            if let transport = filter.transport, !NodeID.isValid(transport) || transport.utf8.count > 32 {
+                throw SignalAPIError.badRequest(field: "transport", "expected a transport name like grpc or tcp")
+            }
             for label in query.getAll("label") {
-                let parts = label.split(separator: "=", maxSplits: 1)
-                guard let key = parts.first, !key.isEmpty else { throw SignalAPIError.badRequest(field: "label", "expected key or key=value") }
+                // Empty pieces kept: "=v" has an empty key (refused), "k=" asks for an empty value.
+                let parts = label.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard let key = parts.first, !key.isEmpty else { throw SignalAPIError.badRequest(field: "label", "expected key or key=value with a non-empty key") }
                 filter.labels.append((String(key), parts.count == 2 ? String(parts[1]) : nil))
             }
             for name in query.map({ String($0.key) }) where !["since", "transport", "label"].contains(name) {

@@ -35,7 +35,7 @@ final class ClusterHarness: @unchecked Sendable {
         caPEM = ca.certificatePEM
         caKeyPEM = ca.privateKeyPEM
         signalPort = try freePort()
-        stunPort = try freePort(udp: true)
+        stunPort = try freePort()
     }
 
     /// Kills everything and removes the folder (kept when AGENTFLOW_KEEP_TEST_FILES is set, for a failing test's logs).
@@ -124,7 +124,7 @@ final class ClusterHarness: @unchecked Sendable {
               sweep_interval: 250ms
             """.write(to: config, atomically: true, encoding: .utf8)
         try launch("signal", ["signal", "--config", config.path()])
-        try waitForHTTP("http://127.0.0.1:\(signalPort)/healthz")
+        try waitForHTTP("http://127.0.0.1:\(signalPort)/healthz", process: "signal")
     }
 
     // MARK: Masters
@@ -218,7 +218,7 @@ final class ClusterHarness: @unchecked Sendable {
     func startMaster(_ node: String, discovery: Discovery? = nil, maxPeers: Int = 0, retainedEvents: Int = 4_096, apiToken: String? = nil, extra: String = "") throws {
         if let discovery { try writeMaster(node, discovery: discovery, maxPeers: maxPeers, retainedEvents: retainedEvents, apiToken: apiToken, extra: extra) }
         try launch(node, ["master", "--config", root.appending(path: "\(node)/master.yml").path()])
-        try waitForHTTP("http://127.0.0.1:\(try ports(of: node).api)/healthz")
+        try waitForHTTP("http://127.0.0.1:\(try ports(of: node).api)/healthz", process: node)
     }
 
     // MARK: Observing
@@ -291,13 +291,17 @@ final class ClusterHarness: @unchecked Sendable {
         }
     }
 
-    func waitForHTTP(_ url: String, timeout: Duration = .seconds(15)) throws {
+    /// Waits for `url` to answer 200; on timeout the error carries the end of `process`'s log (why it did not come up).
+    func waitForHTTP(_ url: String, process name: String, timeout: Duration = .seconds(15)) throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let handle = try? CurlEasyHandle(), let response = try? handle.get(url, timeoutMilliseconds: 500), response.status == 200 { return }
+            if processes[name]?.isRunning == false { break }  // it exited: no use waiting
             usleep(50_000)
         }
-        throw HarnessError("\(url) did not answer within \(timeout)")
+        let log = (try? String(contentsOf: root.appending(path: "logs/\(name).log"), encoding: .utf8)) ?? ""
+        let tail = log.split(separator: "\n").suffix(12).joined(separator: "\n")
+        throw HarnessError("\(url) did not answer within \(timeout) (\(name) \(processes[name]?.isRunning == true ? "running" : "exited")); its log ends:\n\(tail)")
     }
 }
 
@@ -321,19 +325,30 @@ func eventually(
 }
 
 /// A port nothing listens on now (bound to 0 and released).
-func freePort(udp: Bool = false) throws -> Int {
-    let fd = socket(AF_INET, udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw HarnessError("socket() failed") }
+/// A port free for both TCP and UDP on 127.0.0.1, chosen below the kernel's
+/// ephemeral range (32768–60999 here). Processes in these tests are killed and
+/// restarted on the same ports; a port from the ephemeral range could meanwhile
+/// be taken as the local port of some outgoing connection or STUN socket, and
+/// the restart would fail to bind (seen once in CI). Ports below the range are
+/// only ever taken by an explicit bind.
+func freePort() throws -> Int {
+    for _ in 0..<500 {
+        let port = Int.random(in: 20_000...32_000)
+        if canBind(port, type: Int32(SOCK_STREAM.rawValue)) && canBind(port, type: Int32(SOCK_DGRAM.rawValue)) { return port }
+    }
+    throw HarnessError("no free port in 20000–32000")
+}
+
+private func canBind(_ port: Int, type: Int32) -> Bool {
+    let fd = socket(AF_INET, type, 0)
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    guard bound == 0 else { throw HarnessError("bind() failed") }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    address.sin_port = UInt16(port).bigEndian
+    let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } } == 0
 }
 
 /// The parts of `GET /api/cluster/status` the cluster tests read.

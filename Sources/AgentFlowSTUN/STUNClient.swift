@@ -39,7 +39,7 @@ public struct STUNClient: Sendable {
     }
 
     /// The smallest request AgentFlow's responder answers in full: its largest
-    /// answer (header, XOR-MAPPED-ADDRESS for IPv6, the registry revision,
+    /// answer (header, XOR-MAPPED-ADDRESS for IPv6, AGENTFLOW-REGISTRY,
     /// MESSAGE-INTEGRITY, FINGERPRINT).
     static let minimumRequestBytes = 20 + 24 + 4 + RegistryState.encodedSize + 24 + 8
 

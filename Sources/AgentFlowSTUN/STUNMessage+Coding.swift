@@ -31,7 +31,9 @@ extension STUNMessage {
             }
             if attributeType == AttributeType.fingerprint {
                 guard attributeLength == 4 else { throw STUNError("bad_fingerprint", "FINGERPRINT is 4 bytes") }
-                // The CRC covers the message up to FINGERPRINT, its length field already counting it (it does: it is last).
+                // The CRC covers the message up to FINGERPRINT with a header length that counts
+                // FINGERPRINT itself: the received header's length, when FINGERPRINT is last. When
+                // it is not, the CRC fails, so the datagram is refused either way.
                 let expected = CRC32.checksum(bytes[..<offset]) ^ 0x5354_554E
                 guard readUInt32(bytes, valueStart) == expected else { throw STUNError("bad_fingerprint", "FINGERPRINT does not match") }
             }

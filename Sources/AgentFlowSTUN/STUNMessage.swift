@@ -44,8 +44,6 @@ public struct STUNMessage: Sendable, Hashable {
             self.type = type
             self.value = value
         }
-
-
     }
 
     public var type: UInt16

@@ -1,6 +1,6 @@
 import AgentFlowCore
 import AgentFlowDiscovery
-import AgentFlowSignal
+@testable import AgentFlowSignal
 import Foundation
 import Testing
 import Yams
@@ -23,6 +23,12 @@ struct OpenAPIConformanceTests {
         return paths.flatMap { path, value in
             ((value as? [String: Any]) ?? [:]).keys.filter { ["get", "post", "put", "delete", "patch"].contains($0) }.map { ($0.uppercased(), path) }
         }.sorted { $0.path < $1.path }
+    }
+
+    @Test("the route table behind 405 answers lists exactly the documented operations")
+    func routeTable() {
+        let documented = Dictionary(operations.map { ($0.path, $0.method) }, uniquingKeysWith: { "\($0), \($1)" })
+        #expect(SignalRoutes.methods == documented)
     }
 
     @Test("the file in docs/ is the document the server serves")

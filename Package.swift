@@ -17,9 +17,22 @@ let package = Package(
     products: [
         .executable(name: "agentflow", targets: ["agentflow"]),
         .executable(name: "agentflow-bench", targets: ["agentflow-bench"]),
+        // Every module and role is a library, so another package can assemble its own `agentflow`.
         .library(name: "AgentFlowCore", targets: ["AgentFlowCore"]),
         .library(name: "AgentFlowProto", targets: ["AgentFlowProto"]),
+        .library(name: "AgentFlowTLS", targets: ["AgentFlowTLS"]),
+        .library(name: "AgentFlowTransportKit", targets: ["AgentFlowTransportKit"]),
         .library(name: "AgentFlowInMemory", targets: ["AgentFlowInMemory"]),
+        .library(name: "AgentFlowTCP", targets: ["AgentFlowTCP"]),
+        .library(name: "AgentFlowGRPC", targets: ["AgentFlowGRPC"]),
+        .library(name: "AgentFlowSTUN", targets: ["AgentFlowSTUN"]),
+        .library(name: "AgentFlowDiscovery", targets: ["AgentFlowDiscovery"]),
+        .library(name: "AgentFlowMesh", targets: ["AgentFlowMesh"]),
+        .library(name: "AgentFlowCluster", targets: ["AgentFlowCluster"]),
+        .library(name: "AgentFlowMaster", targets: ["AgentFlowMaster"]),
+        .library(name: "AgentFlowSignal", targets: ["AgentFlowSignal"]),
+        .library(name: "AgentFlowCLI", targets: ["AgentFlowCLI"]),
+        .library(name: "AgentFlowTesting", targets: ["AgentFlowTesting"]),
         .plugin(name: "GenerateProtos", targets: ["GenerateProtos"]),
     ],
     dependencies: [
@@ -209,9 +222,9 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
-        // MARK: The thin executable
-        .executableTarget(
-            name: "agentflow",
+        // MARK: The command line as a library: every subcommand, driven by a module registry
+        .target(
+            name: "AgentFlowCLI",
             dependencies: [
                 "AgentFlowCore",
                 "AgentFlowInMemory",
@@ -228,6 +241,24 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: Conformance suites for transports, discovery backends and probes (ours and outside ones)
+        .target(
+            name: "AgentFlowTesting",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowProto", "AgentFlowTLS",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: The thin executable: the CLI with the standard modules
+        .executableTarget(
+            name: "agentflow",
+            dependencies: ["AgentFlowCLI"],
             swiftSettings: sharedSwiftSettings
         ),
 
@@ -295,7 +326,7 @@ let package = Package(
             name: "AgentFlowTransportTests",
             dependencies: [
                 "AgentFlowCore", "AgentFlowProto", "AgentFlowInMemory", "AgentFlowTLS", "AgentFlowTransportKit",
-                "AgentFlowTCP", "AgentFlowGRPC",
+                "AgentFlowTCP", "AgentFlowGRPC", "AgentFlowTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -315,6 +346,15 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore", "AgentFlowCluster", "AgentFlowProto",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowTestingTests",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowTesting", "AgentFlowInMemory", "AgentFlowProto", "AgentFlowDiscovery",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

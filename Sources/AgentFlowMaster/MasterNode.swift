@@ -37,14 +37,16 @@ public final class MasterNode: Sendable {
         self.config = config
         self.logger = logger
         self.metricsRegistry = metricsRegistry
-        let transport = try config.transport.module.make(context: TransportContext(
-            localNodeID: config.node.id, listenAddress: config.transport.listen, security: config.security, logger: logger))
+        let transports = try zip(config.transport.modules, config.transport.listeners).map { module, listen in
+            try module.make(context: TransportContext(localNodeID: config.node.id, listenAddress: listen, security: config.security, logger: logger))
+        }
+        let transportNames = config.transport.modules.map(\.name)
         let discovery = try config.discovery.module.make(context: DiscoveryContext(
-            localNodeID: config.node.id, dataDirectory: config.node.dataDirectory, logger: logger))
+            localNodeID: config.node.id, dataDirectory: config.node.dataDirectory, logger: logger, transports: transportNames))
         let incarnation = Self.nextIncarnation(dataDirectory: config.node.dataDirectory, logger: logger)
         let identity = LocalIdentity(
             nodeID: config.node.id, displayName: config.node.displayName, clusterName: config.node.clusterName, incarnation: incarnation,
-            transport: config.transport.module.name, advertised: [], labels: config.node.labels)
+            transports: transportNames, advertised: [], labels: config.node.labels)
         let settings = config.cluster
         cluster = ClusterNode(
             localID: config.node.id, incarnation: incarnation,
@@ -56,12 +58,16 @@ public final class MasterNode: Sendable {
             rules: settings.alerts.map(Self.rule), tasks: settings.tasks.map(Self.task), logger: logger)
         commands = CommandRouter(node: cluster, allowed: Set(settings.allowedActions), actions: monitor, logger: logger, hopLimit: UInt32(settings.hopLimit))
         let application = cluster
-        let configured = config.transport.advertise
+        let configured = config.transport.advertisedEndpoints
         mesh = MeshNode(
-            identity: identity, transport: transport, discovery: discovery,
+            identity: identity, transports: transports, discovery: discovery,
             options: MeshOptions(config.mesh, dataDirectory: config.node.dataDirectory),
             application: application, usesTLS: !config.security.isPlaintext, logger: logger,
-            advertise: { bound in configured.isEmpty ? Self.advertisable(bound) : configured })
+            advertise: { bound in
+                // A transport with advertised addresses in config announces those; the others, what they bound.
+                let mine = configured.filter { $0.transport == bound.transport }
+                return mine.isEmpty ? Self.advertisable(bound.address).map { DiscoveredEndpoint(transport: bound.transport, address: $0) } : mine
+            })
     }
 
     /// Where the local API listens, once bound.

@@ -35,8 +35,20 @@ actor ConnectionManager {
 
     /// A dial the maintenance loop should start.
     struct DialPlan: Sendable {
-        var peer: NodeID
+        /// Who should answer; nil for an address discovery found without an id.
+        var peer: NodeID?
         var endpoint: DiscoveredEndpoint
+    }
+
+    /// An address discovery reported without a node id (`PeerSetUpdate.unidentified`).
+    struct Unidentified {
+        /// Who answered there; nil until a dial told.
+        var answeredBy: NodeID?
+        /// The address led back to this node: never dialled again.
+        var isSelf = false
+        var dialling = false
+        var failures = 0
+        var nextAttempt = ContinuousClock.now
     }
 
     enum Admission {
@@ -62,6 +74,7 @@ actor ConnectionManager {
     /// What each neighbour last said it is directly linked to (from its own PeerExchange entry).
     private var neighbourLinks: [NodeID: Set<NodeID>] = [:]
     private var linksEstablished = 0
+    private var unidentified: [DiscoveredEndpoint: Unidentified] = [:]
 
     init(identity: LocalIdentity, options: MeshOptions, logger: Logger) {
         self.identity = identity
@@ -116,6 +129,20 @@ actor ConnectionManager {
                 exchangeDue = true
             }
         }
+        let offered = Set(update.unidentified.filter { identity.transports.contains($0.transport) && !identity.advertised.contains($0) })
+        unidentified = unidentified.filter { offered.contains($0.key) }
+        for endpoint in offered where unidentified[endpoint] == nil {
+            unidentified[endpoint] = Unidentified()
+        }
+        for (endpoint, entry) in unidentified {
+            guard let id = entry.answeredBy, !retired.contains(id) else { continue }
+            present.insert(id)
+            var peer = peers[id] ?? Peer(id: id, name: id.rawValue)
+            if !peer.discovered.contains(endpoint) { peer.discovered.append(endpoint) }
+            peer.inDiscovery = true
+            peer.sources.insert("discovery")
+            peers[id] = peer
+        }
         for (id, var peer) in peers where peer.inDiscovery && !present.contains(id) {
             peer.inDiscovery = false
             peer.sources.remove("discovery")
@@ -136,15 +163,53 @@ actor ConnectionManager {
 
     // MARK: Dialling
 
-    /// The addresses to try for `peer` with this node's transport, freshest first.
+    /// The addresses to try for `peer`: on the first transport in this node's
+    /// order of preference that the peer offers, freshest first, then on the next.
     func endpoints(for id: NodeID) -> [DiscoveredEndpoint] {
         var seen: Set<DiscoveredEndpoint> = []
         var result: [DiscoveredEndpoint] = []
         let candidates = (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
-        for endpoint in candidates where endpoint.transport == identity.transport && seen.insert(endpoint).inserted {
-            result.append(endpoint)
+        for transport in identity.transports {
+            for endpoint in candidates where endpoint.transport == transport && seen.insert(endpoint).inserted {
+                result.append(endpoint)
+            }
         }
         return result
+    }
+
+    /// Every transport `id` is known to offer, whichever this node speaks.
+    private func offeredTransports(of id: NodeID) -> [String] {
+        let candidates = (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
+        return Array(Set(candidates.map(\.transport))).sorted()
+    }
+
+    /// Records who answered at an address discovery gave without an id.
+    func identified(_ endpoint: DiscoveredEndpoint, as id: NodeID) {
+        guard var entry = unidentified[endpoint] else { return }
+        entry.answeredBy = id
+        entry.dialling = false
+        entry.failures = 0
+        unidentified[endpoint] = entry
+        var peer = peers[id] ?? Peer(id: id, name: id.rawValue)
+        if !peer.discovered.contains(endpoint) { peer.discovered.append(endpoint) }
+        peer.inDiscovery = true
+        peer.sources.insert("discovery")
+        peers[id] = peer
+        logger.info("\(endpoint) is \(id)")
+    }
+
+    /// Dials to learn who listens at addresses discovery found without an id.
+    private func planUnidentified(now: ContinuousClock.Instant) -> [DialPlan] {
+        // An address some known peer already offers needs no dial to be told apart.
+        let known = Set(peers.keys.flatMap { endpoints(for: $0) })
+        var plans: [DialPlan] = []
+        for (endpoint, var entry) in unidentified.sorted(by: { $0.key.description < $1.key.description }) {
+            guard entry.answeredBy == nil, !entry.isSelf, !entry.dialling, now >= entry.nextAttempt, !known.contains(endpoint) else { continue }
+            entry.dialling = true
+            unidentified[endpoint] = entry
+            plans.append(DialPlan(peer: nil, endpoint: endpoint))
+        }
+        return plans
     }
 
     /// Peers the topology wants linked, given everything this node knows.
@@ -163,7 +228,10 @@ actor ConnectionManager {
             guard var peer = peers[id], peer.link == nil, !peer.dialling, now >= peer.nextAttempt else { continue }
             let candidates = endpoints(for: id)
             guard !candidates.isEmpty else {
-                peer.lastError = "no \(identity.transport) endpoint known for this peer"
+                let offered = offeredTransports(of: id)
+                peer.lastError = offered.isEmpty
+                    ? "no endpoint known for this peer"
+                    : "it offers only \(offered.joined(separator: ", ")); this node speaks \(identity.transports.joined(separator: ", ")) (it is reached through a relay)"
                 peer.nextAttempt = now + .seconds(1)
                 peers[id] = peer
                 continue
@@ -172,6 +240,7 @@ actor ConnectionManager {
             peers[id] = peer
             plans.append(DialPlan(peer: id, endpoint: candidates[peer.failures % candidates.count]))
         }
+        plans += planUnidentified(now: now)
         if options.maxPeers > 0 {
             for (id, peer) in peers {
                 guard let link = peer.link, link.closeReason == nil, now - link.connectedInstant > .seconds(5),
@@ -184,16 +253,37 @@ actor ConnectionManager {
 
     func dialFailed(_ plan: DialPlan, error: any Error) {
         dialFailures += 1
-        guard var peer = peers[plan.peer] else { return }
+        guard let id = plan.peer else {
+            unidentifiedDialFailed(plan.endpoint, error: error)
+            return
+        }
+        guard var peer = peers[id] else { return }
         peer.dialling = false
         peer.failures += 1
         let delay = options.backoff.delay(afterFailures: peer.failures)
         peer.nextAttempt = .now + delay
         peer.lastError = "dial \(plan.endpoint): \(error)"
-        peers[plan.peer] = peer
+        peers[id] = peer
         let attempts = peer.failures
         logger.log(level: attempts <= 1 || attempts % 10 == 0 ? .info : .debug,
-                   "cannot reach \(plan.peer) at \(plan.endpoint) (attempt \(attempts)): \(error); next try in \(delay)")
+                   "cannot reach \(id) at \(plan.endpoint) (attempt \(attempts)): \(error); next try in \(delay)")
+    }
+
+    private func unidentifiedDialFailed(_ endpoint: DiscoveredEndpoint, error: any Error) {
+        guard var entry = unidentified[endpoint] else { return }
+        entry.dialling = false
+        if let meshError = error as? MeshError, meshError.kind == .selfConnection {
+            entry.isSelf = true
+            unidentified[endpoint] = entry
+            logger.debug("\(endpoint) is this node itself; not dialling it again")
+            return
+        }
+        entry.failures += 1
+        let delay = options.backoff.delay(afterFailures: entry.failures)
+        entry.nextAttempt = .now + delay
+        unidentified[endpoint] = entry
+        logger.log(level: entry.failures <= 1 || entry.failures % 10 == 0 ? .info : .debug,
+                   "cannot reach \(endpoint), found by discovery (attempt \(entry.failures)): \(error); next try in \(delay)")
     }
 
     // MARK: Links
@@ -396,7 +486,8 @@ actor ConnectionManager {
             let link = peer.link
             let wait = peer.nextAttempt > now ? peer.nextAttempt - now : .zero
             return PeerStatus(
-                nodeID: peer.id.rawValue, name: peer.name, state: state, direct: link != nil, transport: link?.transport ?? identity.transport,
+                nodeID: peer.id.rawValue, name: peer.name, state: state, direct: link != nil,
+                transport: link?.transport ?? endpoints(for: peer.id).first?.transport ?? offeredTransports(of: peer.id).first ?? identity.transport,
                 direction: link?.direction, remoteAddress: link?.remoteAddress,
                 endpoints: endpoints(for: peer.id).map(\.description),
                 rttMilliseconds: link?.roundTrip?.inMilliseconds,

@@ -10,19 +10,31 @@ public struct LocalIdentity: Sendable {
     /// Unix microseconds of this start: newer runs of a node have larger ones,
     /// which orders its links and event streams across restarts.
     public var incarnation: UInt64
-    public var transport: String
+    /// The transports this node listens on, in its order of preference: it
+    /// dials a peer on the first of these the peer also offers.
+    public var transports: [String]
     public var advertised: [DiscoveredEndpoint]
     public var labels: [String: String]
 
+    /// The preferred transport.
+    public var transport: String { transports[0] }
+
     public init(nodeID: NodeID, displayName: String, clusterName: String, incarnation: UInt64 = UInt64(unixMicros()),
-                transport: String, advertised: [DiscoveredEndpoint], labels: [String: String]) {
+                transports: [String], advertised: [DiscoveredEndpoint], labels: [String: String]) {
+        precondition(!transports.isEmpty, "a node speaks at least one transport")
         self.nodeID = nodeID
         self.displayName = displayName
         self.clusterName = clusterName
         self.incarnation = incarnation
-        self.transport = transport
+        self.transports = transports
         self.advertised = advertised
         self.labels = labels
+    }
+
+    public init(nodeID: NodeID, displayName: String, clusterName: String, incarnation: UInt64 = UInt64(unixMicros()),
+                transport: String, advertised: [DiscoveredEndpoint], labels: [String: String]) {
+        self.init(nodeID: nodeID, displayName: displayName, clusterName: clusterName, incarnation: incarnation,
+                  transports: [transport], advertised: advertised, labels: labels)
     }
 }
 
@@ -38,7 +50,7 @@ enum LinkHandshake {
         hello.displayName = local.displayName
         hello.softwareVersion = AgentFlowVersion.current
         hello.protocolVersion = protocolVersion
-        hello.supportedTransports = [local.transport]
+        hello.supportedTransports = local.transports
         hello.advertisedEndpoints = local.advertised.map(\.wire)
         hello.labels = local.labels
         hello.incarnation = local.incarnation

@@ -4,30 +4,33 @@ public import Logging
 import Foundation
 import Synchronization
 
-/// A master's place in the mesh: it listens on its transport, follows its
+/// A master's place in the mesh: it listens on each of its transports, follows its
 /// discovery backend, dials the peers it should be linked to, serves every
 /// link (Hello, Ping/Pong, PeerExchange, Goodbye) and hands every other
 /// envelope to the application above it.
 ///
 /// Transport-agnostic: it only sees `Transport`, `Discovery` and `MeshStream`.
+/// With several transports it listens on all of them and dials a peer on the
+/// first one, in the node's order of preference, that the peer also offers.
 ///
 /// ```swift
-/// let node = MeshNode(identity: identity, transport: transport, discovery: discovery, options: options)
+/// let node = MeshNode(identity: identity, transports: [grpc, tcp], discovery: discovery, options: options)
 /// try await node.run()          // until shutdown() or cancellation
 /// ```
 public final class MeshNode: Sendable {
-    public let transport: any Transport
+    /// The node's transports, in its order of preference.
+    public let transports: [any Transport]
     public let discovery: (any Discovery)?
     public let options: MeshOptions
     let manager: ConnectionManager
     let application: (any MeshApplication)?
     let logger: Logger
-    let advertise: @Sendable (HostPort) -> [HostPort]
+    let advertise: @Sendable (DiscoveredEndpoint) -> [DiscoveredEndpoint]
     let usesTLS: Bool
     let startedAt = Date()
 
     private struct State {
-        var listening: HostPort?
+        var listening: [DiscoveredEndpoint] = []
         var discoveryTask: Task<Void, Never>?
         var discoveryFailure: String?
         var shutDown = false
@@ -35,12 +38,15 @@ public final class MeshNode: Sendable {
 
     private let state = Mutex(State())
 
-    /// - Parameter advertise: the addresses to announce, given the address the
-    ///   transport actually bound (a wildcard host or port 0 resolved by the caller).
-    public init(identity: LocalIdentity, transport: any Transport, discovery: (any Discovery)?, options: MeshOptions,
+    /// - Parameters:
+    ///   - transports: one per name in `identity.transports`, in the same order.
+    ///   - advertise: the endpoints to announce, given the endpoint a
+    ///     transport actually bound (a wildcard host or port 0 resolved by the caller).
+    public init(identity: LocalIdentity, transports: [any Transport], discovery: (any Discovery)?, options: MeshOptions,
                 application: (any MeshApplication)? = nil, usesTLS: Bool = true, logger: Logger = Logger(label: "agentflow.mesh"),
-                advertise: @escaping @Sendable (HostPort) -> [HostPort] = { [$0] }) {
-        self.transport = transport
+                advertise: @escaping @Sendable (DiscoveredEndpoint) -> [DiscoveredEndpoint] = { [$0] }) {
+        precondition(transports.map(\.name) == identity.transports, "transports \(transports.map(\.name)) differ from the identity's \(identity.transports)")
+        self.transports = transports
         self.discovery = discovery
         self.options = options
         self.application = application
@@ -50,23 +56,40 @@ public final class MeshNode: Sendable {
         manager = ConnectionManager(identity: identity, options: options, logger: logger)
     }
 
+    /// A node with one transport.
+    public convenience init(identity: LocalIdentity, transport: any Transport, discovery: (any Discovery)?, options: MeshOptions,
+                            application: (any MeshApplication)? = nil, usesTLS: Bool = true, logger: Logger = Logger(label: "agentflow.mesh"),
+                            advertise: @escaping @Sendable (HostPort) -> [HostPort] = { [$0] }) {
+        self.init(identity: identity, transports: [transport], discovery: discovery, options: options, application: application,
+                  usesTLS: usesTLS, logger: logger,
+                  advertise: { bound in advertise(bound.address).map { DiscoveredEndpoint(transport: bound.transport, address: $0) } })
+    }
+
+    /// The preferred transport.
+    public var transport: any Transport { transports[0] }
+
     // MARK: Running
 
     /// Runs the node until `shutdown()` (graceful: Goodbye on every link,
     /// deregistration) or cancellation (abrupt). Throws when the transport cannot listen.
     public func run() async throws {
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask {
-                try await self.transport.listen { stream in
-                    await self.serve(stream, direction: .inbound, expected: nil)
+            for transport in transports {
+                group.addTask {
+                    try await transport.listen { stream in
+                        await self.serve(stream, direction: .inbound, expected: nil)
+                    }
                 }
             }
-            let bound = try await transport.listeningAddress()
+            var bound: [DiscoveredEndpoint] = []
+            for transport in transports {
+                bound.append(DiscoveredEndpoint(transport: transport.name, address: try await transport.listeningAddress()))
+            }
             let identity = await manager.identity
-            let advertised = advertise(bound).map { DiscoveredEndpoint(transport: identity.transport, address: $0) }
+            let advertised = bound.flatMap(advertise)
             await manager.setAdvertised(advertised)
             state.withLock { $0.listening = bound }
-            logger.info("mesh node \(identity.nodeID) up: \(identity.transport) on \(bound), advertising \(advertised.map(\.description).joined(separator: ", ")); max_peers \(options.maxPeers == 0 ? "0 (full mesh)" : String(options.maxPeers))")
+            logger.info("mesh node \(identity.nodeID) up: \(bound.map(\.description).joined(separator: ", ")), advertising \(advertised.map(\.description).joined(separator: ", ")); max_peers \(options.maxPeers == 0 ? "0 (full mesh)" : String(options.maxPeers))")
             startDiscovery(LocalAnnouncement(nodeID: identity.nodeID, displayName: identity.displayName, endpoints: advertised, labels: identity.labels))
 
             while !state.withLock({ $0.shutDown }) && !Task.isCancelled {
@@ -99,7 +122,7 @@ public final class MeshNode: Sendable {
         if Task.isCancelled {
             // Cancelled rather than shut down: links are being cut with their tasks.
             state.withLock { $0.discoveryTask }?.cancel()
-            transport.beginGracefulShutdown()
+            for transport in transports { transport.beginGracefulShutdown() }
             return
         }
         let links = await manager.beginShutdown()
@@ -112,7 +135,7 @@ public final class MeshNode: Sendable {
         while ContinuousClock.now < deadline, !(await manager.liveLinks.isEmpty) {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        transport.beginGracefulShutdown()
+        for transport in transports { transport.beginGracefulShutdown() }
     }
 
     private func startDiscovery(_ announcement: LocalAnnouncement) {
@@ -138,6 +161,9 @@ public final class MeshNode: Sendable {
     private func dial(_ plan: ConnectionManager.DialPlan) async {
         let stream: MeshStream
         do {
+            guard let transport = transports.first(where: { $0.name == plan.endpoint.transport }) else {
+                throw MeshError(.refused, "this node does not speak \(plan.endpoint.transport)")
+            }
             stream = try await transport.connect(to: plan.endpoint.address, expectedPeer: plan.peer)
         } catch {
             await manager.dialFailed(plan, error: error)
@@ -157,6 +183,7 @@ public final class MeshNode: Sendable {
             let first = try await firstEnvelope(of: stream)
             let (peerID, hello) = try LinkHandshake.validate(first, local: identity, peer: stream.peer, expected: expected)
             link = PeerLink(peerID: peerID, hello: hello, direction: direction, stream: stream)
+            if let plan, plan.peer == nil { await manager.identified(plan.endpoint, as: peerID) }
         } catch {
             logger.warning("link \(direction == .inbound ? "from" : "to") \(stream.peer) refused: \(error)")
             if let plan { await manager.dialFailed(plan, error: error) }
@@ -321,8 +348,11 @@ public final class MeshNode: Sendable {
     /// Every node this node knows of, linked or not (itself excluded).
     public func knownPeers() async -> Set<NodeID> { await manager.knownPeerIDs }
 
-    /// The address the transport bound, once listening.
-    public var listeningAddress: HostPort? { state.withLock { $0.listening } }
+    /// The address the preferred transport bound, once listening.
+    public var listeningAddress: HostPort? { state.withLock { $0.listening.first?.address } }
+
+    /// Every bound listener, once listening.
+    public var listening: [DiscoveredEndpoint] { state.withLock { $0.listening } }
 
     public func status() async -> MeshStatus {
         let identity = await manager.identity
@@ -342,7 +372,7 @@ public final class MeshNode: Sendable {
         let local = LocalStatus(
             nodeID: identity.nodeID.rawValue, name: identity.displayName, cluster: identity.clusterName, incarnation: identity.incarnation,
             startedAt: Timestamp.string(startedAt), version: AgentFlowVersion.current, transport: identity.transport,
-            listen: listeningAddress?.description, advertised: identity.advertised.map(\.description), tls: usesTLS,
+            transports: identity.transports, listen: listeningAddress?.description, listening: listening.map(\.description), advertised: identity.advertised.map(\.description), tls: usesTLS,
             maxPeers: options.maxPeers, discovery: discoveryStatus, labels: identity.labels)
         return MeshStatus(local: local, peers: peers, linkCount: peers.filter { $0.state == .connected }.count)
     }

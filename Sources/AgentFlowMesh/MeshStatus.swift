@@ -52,8 +52,14 @@ public struct LocalStatus: Codable, Sendable, Hashable {
     public var incarnation: UInt64
     public var startedAt: String
     public var version: String
+    /// The preferred transport (the first of `transports`).
     public var transport: String
+    /// Every transport this node listens on, in its order of preference.
+    public var transports: [String]
+    /// The preferred transport's bound address.
     public var listen: String?
+    /// Every bound listener, as `kind://host:port`.
+    public var listening: [String]
     public var advertised: [String]
     public var tls: Bool
     public var maxPeers: Int
@@ -61,7 +67,7 @@ public struct LocalStatus: Codable, Sendable, Hashable {
     public var labels: [String: String]
 
     enum CodingKeys: String, CodingKey {
-        case nodeID = "node_id", name, cluster, incarnation, startedAt = "started_at", version, transport, listen, advertised, tls
+        case nodeID = "node_id", name, cluster, incarnation, startedAt = "started_at", version, transport, transports, listen, listening, advertised, tls
         case maxPeers = "max_peers", discovery, labels
     }
 }

@@ -27,13 +27,23 @@ public struct MasterConfig: Sendable {
         public var labels: [String: String]
     }
 
-    /// The `transport:` block: which transport, where it listens, what it advertises.
+    /// The `transport:` block: which transports, where each listens, what it advertises.
     public struct TransportSettings: Sendable {
-        public var module: ConfiguredTransport
-        /// Default `0.0.0.0:50051`.
-        public var listen: HostPort
-        /// Addresses peers should dial. Default: none (discovery falls back to the listen address).
+        /// `kind:` — one name or a list, in the node's order of preference. Default: the registry's default.
+        public var modules: [ConfiguredTransport]
+        /// `listen:` — one address per transport, in the same order. Default `0.0.0.0:50051`.
+        public var listeners: [HostPort]
+        /// The plain `host:port` entries of `advertise:` (allowed with one transport only).
         public var advertise: [HostPort]
+        /// Every `advertise:` entry, each with its transport (`kind://host:port`,
+        /// or a plain entry of the only transport). Default none: each transport
+        /// advertises its bound address (a wildcard host resolved to this host's addresses).
+        public var advertisedEndpoints: [DiscoveredEndpoint]
+
+        /// The preferred transport.
+        public var module: ConfiguredTransport { modules[0] }
+        /// The preferred transport's listen address.
+        public var listen: HostPort { listeners[0] }
     }
 
     /// The `discovery:` block.
@@ -85,19 +95,7 @@ public struct MasterConfig: Sendable {
 
         let log = try LogConfig.decode(from: root.section("log"))
 
-        let transportSection = try root.section("transport")
-        let transportName = try transportSection.value("kind", default: registry.defaultTransport ?? "none")
-        let transportRegistration = try ModuleRegistry.lookUp(
-            transportName, in: registry.transports, kind: "transport",
-            path: transportSection.path.appending(key: "kind"), source: transportSection.source)
-        let listen = try transportSection.value("listen", default: HostPort(host: "0.0.0.0", port: 50051))
-        let advertise: [HostPort] = try transportSection.list("advertise", default: [])
-        for (index, address) in advertise.enumerated() where address.port == 0 || address.host == "0.0.0.0" || address.host == "::" {
-            throw ConfigError(
-                .invalidValue, path: transportSection.path.appending(key: "advertise").appending(index: index), value: address.description,
-                expected: "an advertised address must be dialable: a concrete host and a port from 1 to 65535", source: transportSection.source)
-        }
-        let transport = TransportSettings(module: try transportRegistration.configure(from: transportSection), listen: listen, advertise: advertise)
+        let transport = try TransportSettings.decode(from: root.section("transport"), registry: registry)
 
         let security = try TransportSecurity.decode(from: root.section("tls"), dataDirectory: node.dataDirectory)
 
@@ -153,5 +151,82 @@ public struct MasterConfig: Sendable {
 
     static func labelKeyProblem(_ key: String) -> String? {
         NodeID.isValid(key.lowercased()) && key.utf8.count <= 63 ? nil : "label keys are \(NodeID.rules)"
+    }
+}
+
+extension MasterConfig.TransportSettings {
+    static func decode(from section: ConfigSection, registry: ModuleRegistry) throws(ConfigError) -> Self {
+        let kindPath = section.path.appending(key: "kind")
+        let names: [String] = try section.list("kind", default: [registry.defaultTransport ?? "none"])
+        guard !names.isEmpty else {
+            throw ConfigError(.invalidValue, path: kindPath, value: "[]", expected: "name at least one transport", source: section.source)
+        }
+        if let repeated = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+            throw ConfigError(.invalidValue, path: kindPath, value: repeated, expected: "each transport once", source: section.source)
+        }
+        var modules: [ConfiguredTransport] = []
+        for (index, name) in names.enumerated() {
+            let registration = try ModuleRegistry.lookUp(
+                name, in: registry.transports, kind: "transport",
+                path: names.count == 1 ? kindPath : kindPath.appending(index: index), source: section.source)
+            // Every module reads its keys from this one block; unread keys are refused once all have read.
+            modules.append(try registration.configure(from: section, finishing: false))
+        }
+
+        let listenPath = section.path.appending(key: "listen")
+        var listeners: [HostPort] = try section.list("listen", default: [HostPort(host: "0.0.0.0", port: 50051)])
+        if listeners.count == 1 && names.count > 1 {
+            guard listeners[0].port == 0 else {
+                throw ConfigError(
+                    .invalidValue, path: listenPath, value: listeners[0].description,
+                    expected: "transport.kind lists \(names.count) transports (\(names.joined(separator: ", "))): give one listen address each, in the same order, e.g. [0.0.0.0:50051, 0.0.0.0:50052]",
+                    source: section.source)
+            }
+            listeners = Array(repeating: listeners[0], count: names.count)
+        }
+        guard listeners.count == names.count else {
+            throw ConfigError(
+                .invalidValue, path: listenPath, value: ConfigSection.flowList(listeners.map(\.description)),
+                expected: "one listen address per transport in transport.kind (\(names.count))", source: section.source)
+        }
+
+        let advertisePath = section.path.appending(key: "advertise")
+        let entries: [String] = try section.list("advertise", default: [])
+        var plain: [HostPort] = []
+        var endpoints: [DiscoveredEndpoint] = []
+        for (index, entry) in entries.enumerated() {
+            let path = advertisePath.appending(index: index)
+            let endpoint: DiscoveredEndpoint
+            if entry.contains("://") {
+                guard let parsed = DiscoveredEndpoint(parsing: entry) else {
+                    throw ConfigError(.invalidValue, path: path, value: entry, expected: "kind://host:port with a port from 1 to 65535", source: section.source)
+                }
+                guard names.contains(parsed.transport) else {
+                    throw ConfigError(.invalidValue, path: path, value: entry,
+                                      expected: "a transport this node listens on: \(names.joined(separator: ", "))", source: section.source)
+                }
+                endpoint = parsed
+            } else {
+                guard let address = HostPort(parsing: entry) else {
+                    throw ConfigError(.invalidValue, path: path, value: entry,
+                                      expected: "host:port, or kind://host:port (IPv6 as [addr]:port)", source: section.source)
+                }
+                guard names.count == 1 else {
+                    throw ConfigError(.invalidValue, path: path, value: entry,
+                                      expected: "with several transports, say which one: \(names.map { "\($0)://\(address)" }.joined(separator: " or "))",
+                                      source: section.source)
+                }
+                plain.append(address)
+                endpoint = DiscoveredEndpoint(transport: names[0], address: address)
+            }
+            if endpoint.address.port == 0 || endpoint.address.host == "0.0.0.0" || endpoint.address.host == "::" {
+                throw ConfigError(
+                    .invalidValue, path: path, value: entry,
+                    expected: "an advertised address must be dialable: a concrete host and a port from 1 to 65535", source: section.source)
+            }
+            endpoints.append(endpoint)
+        }
+        try section.finish()
+        return Self(modules: modules, listeners: listeners, advertise: plain, advertisedEndpoints: endpoints)
     }
 }

@@ -11,7 +11,11 @@ public import Logging
 /// - the stream **ends** normally when the backend has nothing more to say
 ///   (the mesh keeps the last set), and **throws** only for a fatal problem
 ///   (a config or file that cannot work) that the operator must fix.
+/// - a slow consumer must never make the backend buffer without limit: keep
+///   only the newest set (`bufferingPolicy: .bufferingNewest(1)`).
 /// Cancelling the consuming task stops the backend (and deregisters, where that applies).
+///
+/// `DiscoveryConformance` in the `AgentFlowTesting` product checks each of these.
 public protocol Discovery: Sendable {
     var name: String { get }
     func peerSets(announcing local: LocalAnnouncement) -> AsyncThrowingStream<PeerSetUpdate, any Error>
@@ -80,6 +84,12 @@ public struct PeerSetUpdate: Sendable, Hashable {
 
     /// Never includes the local node.
     public var peers: [DiscoveredPeer]
+    /// Addresses where some master listens, whose node id the backend cannot
+    /// know (a DNS name resolves to addresses only). The mesh dials each with
+    /// no expected identity, learns who answers from the certificate-checked
+    /// `Hello`, and from then on treats the address as that peer's. An
+    /// address that leads back to this node is remembered and not dialled again.
+    public var unidentified: [DiscoveredEndpoint]
     public var health: Health
     /// True when the set is an operator's list (a peers file): a peer that
     /// leaves a healthy set was removed on purpose, and the mesh closes its
@@ -87,8 +97,9 @@ public struct PeerSetUpdate: Sendable, Hashable {
     /// lately" (a signal server evicting a silent node): live links stay.
     public var isAuthoritative: Bool
 
-    public init(peers: [DiscoveredPeer], health: Health = .healthy, isAuthoritative: Bool = false) {
+    public init(peers: [DiscoveredPeer], unidentified: [DiscoveredEndpoint] = [], health: Health = .healthy, isAuthoritative: Bool = false) {
         self.peers = peers
+        self.unidentified = unidentified
         self.health = health
         self.isAuthoritative = isAuthoritative
     }
@@ -101,11 +112,15 @@ public struct DiscoveryContext: Sendable {
     public var dataDirectory: String
     /// The node's logger (it carries `node=`).
     public var logger: Logger
+    /// The transports this node speaks, in its order of preference, for
+    /// backends that must name one for addresses they find (DNS).
+    public var transports: [String]
 
-    public init(localNodeID: NodeID, dataDirectory: String, logger: Logger = Logger(label: "agentflow.discovery")) {
+    public init(localNodeID: NodeID, dataDirectory: String, logger: Logger = Logger(label: "agentflow.discovery"), transports: [String] = []) {
         self.localNodeID = localNodeID
         self.dataDirectory = dataDirectory
         self.logger = logger
+        self.transports = transports
     }
 }
 

@@ -77,10 +77,13 @@ public struct ModuleRegistration<Context: Sendable, Product>: Sendable {
         }
     }
 
-    /// Decodes this module's options from its config block and refuses keys nobody read.
-    public func configure(from section: ConfigSection) throws(ConfigError) -> ConfiguredModule<Context, Product> {
+    /// Decodes this module's options from its config block and, when
+    /// `finishing`, refuses keys nobody read. Several modules sharing one
+    /// block (a node's transports) each decode with `finishing: false`, and
+    /// the block is finished once after the last.
+    public func configure(from section: ConfigSection, finishing: Bool = true) throws(ConfigError) -> ConfiguredModule<Context, Product> {
         let options = try decode(section)
-        try section.finish()
+        if finishing { try section.finish() }
         return ConfiguredModule(registration: self, options: options)
     }
 }

@@ -1,6 +1,10 @@
 /// A one-shot check that returns a structured report: "can this node reach
 /// the signal server", "what is my public address (STUN)". `agentflow probe`
 /// runs one by name and prints its report.
+///
+/// A probe keeps its context's `timeout`: `run()` returns within it, with a
+/// `failed` report saying which step did not answer, and honours task
+/// cancellation. It throws only when it cannot run at all (a bad option).
 public protocol Probe: Sendable {
     var name: String { get }
     func run() async throws -> ProbeReport
@@ -39,7 +43,14 @@ public struct ProbeReport: Sendable, Hashable {
 /// What a probe may need: the node's effective config values.
 public struct ProbeContext: Sendable {
     public var localNodeID: NodeID
-    public init(localNodeID: NodeID) { self.localNodeID = localNodeID }
+    /// The whole probe's budget: `run()` returns (a failed report, or an
+    /// error) within it, however the network behaves. Default 10s.
+    public var timeout: Duration
+
+    public init(localNodeID: NodeID, timeout: Duration = .seconds(10)) {
+        self.localNodeID = localNodeID
+        self.timeout = timeout
+    }
 }
 
 /// A probe as a registrable module; options come from `probes.<name>` in config

@@ -42,7 +42,7 @@ struct ConfigCommand: AsyncParsableCommand {
             do {
                 let (config, yaml) = try ConfigLoader.load(
                     file: file, role: expectedRole, environment: ProcessInfo.processInfo.environment,
-                    registry: ModuleAssembly.registry())
+                    registry: AgentFlowCLI.modules)
                 if !quiet {
                     print("# effective \(config.role.rawValue) config\(file.map { " from \($0)" } ?? " (defaults)")")
                     print(yaml, terminator: "")
@@ -63,7 +63,7 @@ struct ModulesCommand: AsyncParsableCommand {
     )
 
     func run() async throws {
-        let registry = ModuleAssembly.registry()
+        let registry = AgentFlowCLI.modules
         func list(_ title: String, _ entries: [(String, String)], default defaultName: String?) {
             print("\(title):")
             if entries.isEmpty { print("  (none)") }

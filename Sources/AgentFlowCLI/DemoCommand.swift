@@ -26,7 +26,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "How many masters (1-9).")
     var masters = 3
 
-    @Option(help: "Transport for the links: grpc or tcp.")
+    @Option(help: "Transport for the links: any this build registers that crosses processes (grpc, tcp, …).")
     var transport = "grpc"
 
     @Option(help: "First port: signal REST on it, STUN on +1, masters' links on +10…, their APIs on +20….")
@@ -34,7 +34,10 @@ struct DemoCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...9).contains(masters) else { throw ValidationError("--masters must be 1-9") }
-        guard ["grpc", "tcp"].contains(transport) else { throw ValidationError("--transport must be grpc or tcp") }
+        let usable = AgentFlowCLI.modules.transports.keys.filter { $0 != "memory" }.sorted()
+        guard usable.contains(transport) else {
+            throw ValidationError("--transport must be one of: \(usable.joined(separator: ", ")) (memory links stay inside one process)")
+        }
         guard (1_024...65_000).contains(basePort) else { throw ValidationError("--base-port must be 1024-65000") }
     }
 

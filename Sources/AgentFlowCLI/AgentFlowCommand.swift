@@ -2,10 +2,10 @@ import AgentFlowCore
 import ArgumentParser
 
 /// `agentflow`: one executable, whose role comes from its subcommand and config.
-@main
 struct AgentFlowCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "agentflow",
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+        commandName: executableName,
         abstract: "A secure peer-to-peer monitoring mesh: masters that talk directly, a tiny signal server that indexes them.",
         discussion: """
             Every process reads one YAML config (see examples/ and docs/configuration.md). \
@@ -14,5 +14,11 @@ struct AgentFlowCommand: AsyncParsableCommand {
             """,
         version: AgentFlowVersion.current,
         subcommands: [MasterCommand.self, DemoCommand.self, SignalCommand.self, CertsCommand.self, ConfigCommand.self, ModulesCommand.self]
-    )
+        )
+    }
+
+    /// The name this binary was started as (`agentflow`, or a distribution's own, such as `agentflow-dns`).
+    static var executableName: String {
+        CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "agentflow") } ?? "agentflow"
+    }
 }

@@ -1,14 +1,24 @@
-import AgentFlowCore
+public import AgentFlowCore
 import AgentFlowDiscovery
 import AgentFlowGRPC
 import AgentFlowInMemory
 import AgentFlowTCP
 
-/// The modules this build of `agentflow` links, registered by name. A
-/// distribution that adds its own transport or discovery backend builds its
-/// own executable with one more `register` line here.
-enum ModuleAssembly {
-    static func registry() -> ModuleRegistry {
+/// The modules AgentFlow ships, ready to extend.
+///
+/// A distribution that adds its own transport, discovery backend or probe
+/// starts from this registry, registers its modules, and hands the result to
+/// ``AgentFlowCLI/main(_:arguments:)``:
+///
+/// ```swift
+/// var modules = AgentFlowModules.standard
+/// modules.register(discovery: DNSDiscoveryModule.self)
+/// await AgentFlowCLI.main(modules)
+/// ```
+public enum AgentFlowModules {
+    /// `grpc` (the default transport), `tcp` and `memory` transports; `signal`
+    /// (the default discovery), `static` and `memory` discovery.
+    public static var standard: ModuleRegistry {
         var registry = ModuleRegistry()
         // The first registered transport is the default: gRPC, which any gRPC client can reach.
         registry.register(transport: GRPCTransportModule.self)

@@ -27,7 +27,7 @@ struct MasterCommand: AsyncParsableCommand {
         var environment = ProcessInfo.processInfo.environment
         if let logLevel { environment["AGENTFLOW_MASTER__LOG__LEVEL"] = logLevel }
         let masterConfig = try loadConfigOrExit { () throws(ConfigError) in
-            try ConfigLoader.loadMaster(file: config, environment: environment, registry: ModuleAssembly.registry())
+            try ConfigLoader.loadMaster(file: config, environment: environment, registry: AgentFlowCLI.modules)
         }
         if case .mutualTLS(let files) = masterConfig.security {
             let missing = [files.caCertificateFile, files.certificateFile, files.privateKeyFile].filter { !FileManager.default.fileExists(atPath: $0) }

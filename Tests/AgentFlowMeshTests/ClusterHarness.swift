@@ -25,6 +25,9 @@ final class ClusterHarness: @unchecked Sendable {
     private(set) var stunPort = 0
     private var processes: [String: Process] = [:]
     private var ports: [String: (p2p: Int, api: Int)] = [:]
+    /// Nodes that speak other transports than `transport`, in their order of preference.
+    var nodeTransports: [String: [String]] = [:]
+    private var extraPorts: [String: [Int]] = [:]
     private let http = CurlHTTPClient()
 
     init(transport: String, name: String = #function) throws {
@@ -175,6 +178,9 @@ final class ClusterHarness: @unchecked Sendable {
                   reload_interval: 200ms
                 """
         }
+        let kinds = nodeTransports[node] ?? [transport]
+        if extraPorts[node] == nil { extraPorts[node] = try kinds.dropFirst().map { _ in try freePort() } }
+        let listens = ([p2p] + extraPorts[node]!).map { "127.0.0.1:\($0)" }
         try """
             role: master
             node:
@@ -183,8 +189,8 @@ final class ClusterHarness: @unchecked Sendable {
             log:
               level: debug
             transport:
-              kind: \(transport)
-              listen: 127.0.0.1:\(p2p)
+              kind: [\(kinds.joined(separator: ", "))]
+              listen: [\(listens.joined(separator: ", "))]
               keepalive_interval: 500ms
               dead_peer_timeout: 10s
             \(discoveryBlock)

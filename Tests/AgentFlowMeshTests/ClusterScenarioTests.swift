@@ -140,6 +140,43 @@ struct ClusterScenarioTests {
         }
     }
 
+    @Test("masters on different transports: tcp-only and grpc-only link through a master that speaks both, and see each other through it")
+    func mixedTransports() async throws {
+        let cluster = try ClusterHarness(transport: "tcp")
+        defer { cluster.stop() }
+        cluster.nodeTransports = ["m1": ["tcp"], "m2": ["grpc", "tcp"], "m3": ["grpc"]]
+        try cluster.startSignal()
+        let tasks = "commands:\n  allow: [ping]\n"
+        for node in ["m1", "m2", "m3"] { try cluster.startMaster(node, discovery: .signal, extra: tasks) }
+        try await eventually("m1–m2 and m2–m3 to link", timeout: .seconds(20)) {
+            await cluster.connectedPeers("m2") == ["m1", "m3"]
+        }
+        // Each link says which transport carries it: m2 prefers grpc, and m1 offers only tcp.
+        let m2 = try await cluster.status("m2")
+        #expect(m2.local.transports == ["grpc", "tcp"])
+        #expect(m2.local.listening.count == 2 && m2.local.advertised.contains { $0.hasPrefix("grpc://") } && m2.local.advertised.contains { $0.hasPrefix("tcp://") })
+        #expect(m2.peers.first { $0.nodeID == "m1" }?.transport == "tcp")
+        #expect(m2.peers.first { $0.nodeID == "m3" }?.transport == "grpc")
+        // m1 and m3 share no transport: never linked, and m1 says why.
+        try await eventually("m1 to know m3 and why it cannot dial it") {
+            let peer = try await cluster.status("m1").peers.first { $0.nodeID == "m3" }
+            return peer?.state != .connected && peer?.lastError?.contains("offers only grpc") == true
+        }
+        #expect(await cluster.connectedPeers("m1") == ["m2"])
+        #expect(await cluster.connectedPeers("m3") == ["m2"])
+        // State flows across: m1's log reaches m3 and m3's reaches m1, through m2.
+        try await cluster.post("m1", "/api/publish/logs", ["task": "job", "lines": ["from m1"]])
+        try await cluster.post("m3", "/api/publish/logs", ["task": "job", "lines": ["from m3"]])
+        try await eventually("m3 to see m1's line and m1 to see m3's") {
+            let atM3 = try await cluster.view("m3").remote("m1")
+            let atM1 = try await cluster.view("m1").remote("m3")
+            return atM3?.state.recent_logs.contains { $0.line == "from m1" } == true && atM1?.state.recent_logs.contains { $0.line == "from m3" } == true
+        }
+        #expect(try await cluster.view("m1").remote("m3")?.path == "via m2")
+        let ping = try await cluster.post("m1", "/api/commands", ["target": "m3", "action": "ping"])
+        #expect(ping.status == 200 && ping.body["output"] as? String == "pong from m3", "\(ping.body)")
+    }
+
     @Test("8 masters with max_peers = 2 converge through relays; commands reach a master with no direct link, and come back", arguments: transports)
     func partialMeshAndCommands(transport: String) async throws {
         let cluster = try ClusterHarness(transport: transport)

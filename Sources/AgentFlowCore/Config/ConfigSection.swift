@@ -180,15 +180,19 @@ public final class ConfigSection {
             return defaultValue
         }
         let items: [ConfigNode]
+        var written = true
         switch node {
         case .sequence(let nodes, _): items = nodes
-        case .scalar: items = [node]
+        case .scalar:
+            items = [node]
+            written = false
         default:
             throw ConfigError(.wrongType, path: keyPath, value: node.renderedForError, expected: "expected a list of \(T.expectation)", source: node.source)
         }
         var values: [T] = []
         for (index, item) in items.enumerated() {
-            values.append(try Self.scalar(item, path: keyPath.appending(index: index)))
+            // A single value written without brackets is named by its key alone.
+            values.append(try Self.scalar(item, path: written ? keyPath.appending(index: index) : keyPath))
         }
         recorder.record(keyPath, text: Self.flowList(values.map(Self.rendered)), source: node.source)
         return values

@@ -313,7 +313,7 @@ let package = Package(
         .testTarget(
             name: "AgentFlowSignalTests",
             dependencies: [
-                "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTLS", "AgentFlowDiscovery",
+                "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTLS", "AgentFlowDiscovery", "AgentFlowTesting",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

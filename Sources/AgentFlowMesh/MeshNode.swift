@@ -39,7 +39,13 @@ public final class MeshNode: Sendable {
     private let state = Mutex(State())
 
     /// - Parameters:
+    ///   - identity: who this node says it is in every `Hello`.
     ///   - transports: one per name in `identity.transports`, in the same order.
+    ///   - discovery: where peers come from; nil for a node that only accepts links.
+    ///   - options: timings, topology (`max_peers`) and the peer book's file.
+    ///   - application: what receives every envelope the mesh does not handle itself (cluster state).
+    ///   - usesTLS: whether the links are mutually authenticated (shown in the status).
+    ///   - logger: the node's logger.
     ///   - advertise: the endpoints to announce, given the endpoint a
     ///     transport actually bound (a wildcard host or port 0 resolved by the caller).
     public init(identity: LocalIdentity, transports: [any Transport], discovery: (any Discovery)?, options: MeshOptions,

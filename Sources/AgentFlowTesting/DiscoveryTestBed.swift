@@ -6,7 +6,7 @@ public import AgentFlowCore
 ///
 /// The suite's peers are `peer-N` at `tcp://127.0.0.(10+N):7000`. A backend
 /// that learns only addresses (DNS) reports them as
-/// ``PeerSetUpdate/unidentified``; the suite compares endpoint sets, and
+/// `PeerSetUpdate.unidentified`; the suite compares endpoint sets, and
 /// checks only that every peer a backend names is one it was given.
 public protocol DiscoveryTestBed: Sendable {
     /// Builds the backend, reading the source this bed controls and noticing

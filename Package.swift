@@ -340,7 +340,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentFlowMeshTests",
-            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery"],
+            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery", "AgentFlowInMemory"],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

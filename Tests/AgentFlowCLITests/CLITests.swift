@@ -119,6 +119,17 @@ struct CLITests {
         #expect(result.stderr.contains("--role"))
         let modules = try Self.run(["modules"])
         #expect(modules.stdout.contains("memory"))
+        // The demo runs real processes: only transports that cross them, named from the registry.
+        let demo = try Self.run(["demo", "--transport", "memory"])
+        #expect(demo.status != 0 && demo.stderr.contains("--transport must be one of: grpc, tcp"), "\(demo.stderr)")
+    }
+
+    @Test("usage lines carry the name the binary was started as")
+    func commandName() throws {
+        let result = try Self.run(["--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("USAGE: agentflow <subcommand>"), "\(result.stdout)")
+        #expect(result.stdout.contains("modules") && result.stdout.contains("master") && result.stdout.contains("demo"))
     }
 }
 

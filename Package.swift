@@ -210,7 +210,6 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Resources/openapi.yaml")],
             swiftSettings: sharedSwiftSettings
         ),
         // MARK: STUN (RFC 8489): message codec, no I/O

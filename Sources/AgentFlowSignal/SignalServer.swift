@@ -87,12 +87,11 @@ public struct SignalServer: Sendable {
         logger.info("signal server stopped")
     }
 
-    /// The OpenAPI document shipped with the server (the same file as docs/signal-openapi.yaml).
+    /// The OpenAPI document compiled into the server (docs/signal-openapi.yaml,
+    /// embedded by scripts/embed-openapi so the binary needs no file beside it).
     public static func openAPIDocument() throws -> [UInt8] {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml") else {
-            throw SignalAPIError(.internalServerError, "missing_resource", "openapi.yaml is missing from the AgentFlowSignal bundle")
-        }
-        return Array(try Data(contentsOf: url))
+        // A multi-line literal ends without the file's last newline.
+        Array((OpenAPIDocument.yaml + "\n").utf8)
     }
 }
 

@@ -21,8 +21,7 @@ COPY Sources ./Sources
 COPY Plugins ./Plugins
 COPY Protos ./Protos
 RUN swift build -c release --static-swift-stdlib --product agentflow \
- && cp "$(swift build -c release --show-bin-path)/agentflow" /agentflow \
- && cp -R "$(swift build -c release --show-bin-path)/AgentFlow_AgentFlowSignal.resources" /AgentFlow_AgentFlowSignal.resources
+ && cp "$(swift build -c release --show-bin-path)/agentflow" /agentflow
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -30,9 +29,8 @@ RUN apt-get update \
       libssl3 libnghttp2-14 libcurl4 libhiredis0.14 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin agentflow
+# One self-contained file: the Swift runtime is linked in, the OpenAPI document compiled in.
 COPY --from=build /agentflow /usr/local/bin/agentflow
-# The OpenAPI document the server serves, beside the binary where Bundle.module looks.
-COPY --from=build /AgentFlow_AgentFlowSignal.resources /usr/local/bin/AgentFlow_AgentFlowSignal.resources
 # Defaults plus these overrides; mount a file and pass --config to change more.
 # AGENTFLOW_SIGNAL__AUTH__TOKEN must be given at run time: on a non-loopback
 # address the server refuses to start without a cluster token.

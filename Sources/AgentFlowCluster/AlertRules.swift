@@ -1,5 +1,10 @@
 public import AgentFlowProto
+import AgentFlowCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// An alert rule from config: a status value past a threshold for a while.
 public struct AlertRule: Sendable, Hashable {
@@ -52,11 +57,11 @@ public struct AlertEngine: Sendable {
                 let since = conditionSince[rule.id] ?? now
                 conditionSince[rule.id] = since
                 if now - since >= rule.holdFor, active[rule.id] == nil {
-                    changes.append(set(rule.id, severity: rule.severity, summary: rule.summary, details: [rule.metric: String(format: "%.2f", value)], active: true)!)
+                    changes.append(set(rule.id, severity: rule.severity, summary: rule.summary, details: [rule.metric: value.fixed(2)], active: true)!)
                 }
             } else {
                 conditionSince[rule.id] = nil
-                if let cleared = set(rule.id, severity: rule.severity, summary: rule.summary, details: [rule.metric: String(format: "%.2f", value)], active: false) {
+                if let cleared = set(rule.id, severity: rule.severity, summary: rule.summary, details: [rule.metric: value.fixed(2)], active: false) {
                     changes.append(cleared)
                 }
             }

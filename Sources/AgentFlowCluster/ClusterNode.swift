@@ -1,7 +1,11 @@
 public import AgentFlowCore
 public import AgentFlowMesh
 public import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 public import Logging
 import Synchronization
 

@@ -1,7 +1,11 @@
 import AgentFlowCore
 import SwiftProtobuf
 public import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 public import Logging
 import Synchronization
 

@@ -1,5 +1,15 @@
 public import AgentFlowProto
+import AgentFlowCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Samples this host's health from /proc and statvfs: CPU (over the interval
 /// since the last sample), memory, load, disk usage of configured paths,
@@ -43,7 +53,7 @@ public struct StatusSampler: Sendable {
         if let text = try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8) {
             for line in text.split(separator: "\n").dropFirst(2) {
                 let parts = line.split(separator: ":", maxSplits: 1)
-                guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) != "lo" else { continue }
+                guard parts.count == 2, parts[0].trimmingWhitespace != "lo" else { continue }
                 let fields = parts[1].split(separator: " ").compactMap { UInt64($0) }
                 guard fields.count >= 9 else { continue }
                 status.networkRxBytes &+= fields[0]

@@ -1,6 +1,10 @@
 import AgentFlowCore
 import CCurl
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Owns one libcurl easy handle. Not Sendable: used by one thread at a time,
 /// and reused across requests so connections are kept alive.
@@ -102,7 +106,7 @@ public final class CurlEasyHandle {
                         if line.hasPrefix("HTTP/") { sink.headers.removeAll() }  // a new response (redirect, 100-continue)
                         if let colon = line.firstIndex(of: ":") {
                             let name = line[..<colon].lowercased()
-                            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                            let value = line[line.index(after: colon)...].trimmingWhitespace
                             sink.headers.append((name, value))
                         }
                         return length

@@ -1,7 +1,11 @@
 public import AgentFlowCore
 import AgentFlowSTUN
 import AgentFlowTLS
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 public import Logging
 
 /// The `signal` discovery backend: registers with a signal server, keeps the
@@ -57,11 +61,11 @@ public struct SignalDiscovery: Discovery {
     /// Reads the node's secret, or makes and stores one.
     func loadOrCreateSecret() throws -> String {
         if let text = try? String(contentsOfFile: secretFile, encoding: .utf8) {
-            let secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let secret = text.trimmingWhitespace
             if (16...128).contains(secret.utf8.count) { return secret }
         }
-        let secret = try OpenSSLLibrary.randomBytes(32).map { String(format: "%02x", $0) }.joined()
-        let directory = (secretFile as NSString).deletingLastPathComponent
+        let secret = try OpenSSLLibrary.randomBytes(32).map(\.hexByte).joined()
+        let directory = PathText.parent(of: secretFile)
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
@@ -94,7 +98,7 @@ private final class SignalSession: Sendable {
         let options = discovery.options
         let logger = discovery.logger
         let secret = try discovery.loadOrCreateSecret()
-        let stunPassword = try OpenSSLLibrary.sha256(Array(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        let stunPassword = try OpenSSLLibrary.sha256(Array(secret.utf8)).map(\.hexByte).joined()
         let client = SignalClient(baseURL: options.url, token: options.token, timeoutMilliseconds: Int(options.requestTimeout.duration.inMilliseconds), http: CurlHTTPClient())
         let serverHost = URLComponents(string: options.url)?.host ?? "127.0.0.1"
         let backoff = (base: 0.5, maximum: 30.0)
@@ -150,10 +154,10 @@ private final class SignalSession: Sendable {
 
         func failed(_ error: any Error, doing what: String) async {
             failures += 1
-            let ceiling = min(backoff.maximum, backoff.base * pow(2, Double(min(failures - 1, 10))))
+            let ceiling = min(backoff.maximum, backoff.base * Double(1 << min(failures - 1, 10)))
             let delay = ceiling / 2 + Double.random(in: 0...(ceiling / 2))
             if failures == 1 || failures % 10 == 0 {
-                logger.warning("signal server \(options.url): \(what) failed: \(error); keeping \(nodes.count) known node(s), retrying in \(String(format: "%.1f", delay))s")
+                logger.warning("signal server \(options.url): \(what) failed: \(error); keeping \(nodes.count) known node(s), retrying in \(delay.fixed(1))s")
             }
             yield(.degraded(reason: "\(what) failed: \(error)"))
             try? await Task.sleep(for: .milliseconds(Int64(delay * 1_000)))
@@ -305,7 +309,7 @@ public enum SignalDiscoveryModule: DiscoveryModule {
     }
 
     public static func makeDiscovery(options: Options, context: DiscoveryContext) throws -> any Discovery {
-        SignalDiscovery(options: options, secretFile: options.secretFile ?? (context.dataDirectory as NSString).appendingPathComponent("signal-secret"),
+        SignalDiscovery(options: options, secretFile: options.secretFile ?? PathText.join(context.dataDirectory, "signal-secret"),
                         logger: context.logger)
     }
 }

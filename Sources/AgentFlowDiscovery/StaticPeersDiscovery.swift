@@ -1,5 +1,9 @@
 public import AgentFlowCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The `static` discovery backend: peers listed in a file, re-read when it
 /// changes. Adding a peer adds it to the set; removing one removes it (the
@@ -76,7 +80,7 @@ public enum StaticPeersDiscoveryModule: DiscoveryModule {
     }
 
     public static func makeDiscovery(options: Options, context: DiscoveryContext) throws -> any Discovery {
-        let file = options.file ?? (context.dataDirectory as NSString).appendingPathComponent("peers.yml")
+        let file = options.file ?? PathText.join(context.dataDirectory, "peers.yml")
         return StaticPeersDiscovery(file: file, reloadInterval: options.reloadInterval.duration)
     }
 }

@@ -2,7 +2,11 @@ import AgentFlowCore
 import AgentFlowCluster
 import AgentFlowMesh
 import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// `GET /api/cluster/status`: the mesh's view (`local`, `peers`, `link_count`)
 /// plus the merged cluster state: the local node's own state and one entry

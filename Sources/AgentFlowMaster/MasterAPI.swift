@@ -2,7 +2,11 @@ import AgentFlowCore
 import AgentFlowMesh
 import AgentFlowCluster
 import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import HTTPTypes
 import Hummingbird
 import Prometheus

@@ -2,7 +2,11 @@ public import AgentFlowCore
 public import AgentFlowMesh
 public import AgentFlowCluster
 import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Hummingbird
 public import Logging
 import NIOCore
@@ -125,8 +129,8 @@ extension MasterNode {
     /// clock went back (the last one is kept in `<data_dir>/incarnation`), so
     /// peers never take this run's events for stale ones.
     static func nextIncarnation(dataDirectory: String, logger: Logger) -> UInt64 {
-        let file = (dataDirectory as NSString).appendingPathComponent("incarnation")
-        let last = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let file = PathText.join(dataDirectory, "incarnation")
+        let last = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingWhitespace) } ?? 0
         let now = UInt64(max(0, unixMicros()))
         let next = max(last + 1, now)
         do {

@@ -1,6 +1,10 @@
 import AgentFlowCore
 import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
 
 /// The mesh's bookkeeping: every known peer, its link or why it has none,
@@ -361,7 +365,7 @@ actor ConnectionManager {
         peer.nextAttempt = .now + delay
         peers[link.peerID] = peer
         book.record(link.peerID, name: nil, endpoints: [], labels: nil, seenAtMicros: unixMicros())
-        logger.info("link to \(link.peerID) ended after \(String(format: "%.1f", lived))s: \(peer.lastError ?? "")")
+        logger.info("link to \(link.peerID) ended after \(lived.fixed(1))s: \(peer.lastError ?? "")")
     }
 
     var liveLinks: [PeerLink] { peers.values.compactMap(\.link).sorted { $0.peerID < $1.peerID } }

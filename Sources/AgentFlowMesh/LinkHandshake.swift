@@ -1,6 +1,10 @@
 public import AgentFlowCore
 import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Who this node is on the wire: what it says in its `Hello`.
 public struct LocalIdentity: Sendable {

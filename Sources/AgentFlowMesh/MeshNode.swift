@@ -1,7 +1,11 @@
 public import AgentFlowCore
 import AgentFlowProto
 public import Logging
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Synchronization
 
 /// A master's place in the mesh: it listens on each of its transports, follows its

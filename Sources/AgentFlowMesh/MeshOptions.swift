@@ -1,6 +1,10 @@
 public import AgentFlowCore
 public import AgentFlowProto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// How the mesh keeps its links; from the `mesh:` block of a master's config.
 public struct MeshOptions: Sendable {
@@ -43,7 +47,7 @@ public struct MeshOptions: Sendable {
             maxPeers: settings.maxPeers, handshakeTimeout: settings.dialTimeout.duration, pingInterval: settings.pingInterval.duration,
             peerTimeout: settings.peerTimeout.duration, backoff: ReconnectBackoff(maximum: settings.reconnectMaxDelay.duration),
             peerExchangeInterval: settings.peerExchangeInterval.duration,
-            peerBookFile: (dataDirectory as NSString).appendingPathComponent("peer-book.json"),
+            peerBookFile: PathText.join(dataDirectory, "peer-book.json"),
             peerBookMaxAge: settings.peerBookMaxAge.duration)
     }
 }

@@ -1,5 +1,14 @@
 public import AgentFlowCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Every peer this node has seen, with where to reach it and when it was last
 /// known alive; kept in a small JSON file in the data folder.
@@ -69,7 +78,7 @@ public struct PeerBook: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(FileFormat(peers: entries.values.sorted { $0.nodeID < $1.nodeID }))
-        let directory = (file as NSString).deletingLastPathComponent
+        let directory = PathText.parent(of: file)
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }

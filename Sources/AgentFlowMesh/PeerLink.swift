@@ -1,6 +1,10 @@
 public import AgentFlowCore
 public import AgentFlowProto
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 import Synchronization
 
 /// Which side dialled a link.

@@ -1,4 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// An IP address and port as STUN carries it in (XOR-)MAPPED-ADDRESS.
 public struct STUNAddress: Sendable, Hashable, CustomStringConvertible {

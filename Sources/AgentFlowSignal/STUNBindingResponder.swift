@@ -1,6 +1,10 @@
 import AgentFlowCore
 public import AgentFlowSTUN
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 
 /// Answers STUN binding requests (RFC 8489) and turns authenticated ones into heartbeats.
 ///

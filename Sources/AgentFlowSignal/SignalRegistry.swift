@@ -1,6 +1,10 @@
 public import AgentFlowCore
 import AgentFlowTLS
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 import Synchronization
 import HTTPTypes
 

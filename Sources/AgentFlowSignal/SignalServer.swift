@@ -1,5 +1,9 @@
 public import AgentFlowCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Hummingbird
 public import Logging
 import NIOCore

@@ -33,8 +33,8 @@ struct FootprintBenchmark: AsyncParsableCommand {
     func run() async throws {
         guard !binaries.isEmpty else { throw ValidationError("give at least one --binary") }
         print("footprint: one master linked to \(peers) peers (tcp, mTLS, static discovery), real processes on 127.0.0.1")
-        print("| binary | size MiB | Swift libs (ldd) | idle RSS MiB | idle RssAnon | idle RssFile | RSS at \(rate)/s | RssAnon at \(rate)/s | start → first link (median) |")
-        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+        print("| binary | size MiB | Swift libs (ldd) | idle RSS MiB | idle RssAnon | idle RssFile | idle working set | RSS at \(rate)/s | RssAnon at \(rate)/s | working set at \(rate)/s | start → first link (median) |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for binary in binaries {
             let size = Double((try FileManager.default.attributesOfItem(atPath: binary)[.size] as? Int) ?? 0) / 1_048_576
             let swiftLibraries = Self.swiftLibraries(of: binary)
@@ -44,16 +44,23 @@ struct FootprintBenchmark: AsyncParsableCommand {
             try await mesh.waitForLinks(of: "m00", count: peers, timeout: .seconds(60))
             try await Task.sleep(for: .seconds(settle))
             let idle = mesh.memory(of: "m00")
+            // The working set: pages touched in a window (accessed bits cleared, then read back).
+            mesh.clearReferenced("m00")
+            try await Task.sleep(for: .seconds(settle))
+            let idleWorkingSet = mesh.referenced("m00")
+            mesh.clearReferenced("m00")
             try await mesh.publish(on: "m00", rate: rate, seconds: seconds)
+            let busyWorkingSet = mesh.referenced("m00")
             let busy = mesh.memory(of: "m00")
             var startupTimes: [Double] = []
             for _ in 0..<startups {
                 startupTimes.append(try await mesh.restartAndTimeFirstLink("m00"))
             }
             startupTimes.sort()
-            print(String(format: "| %@ | %.1f | %@ | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f ms |",
+            print(String(format: "| %@ | %.1f | %@ | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f ms |",
                          binary, size, swiftLibraries.isEmpty ? "none" : swiftLibraries.joined(separator: " "),
-                         idle.rss, idle.anon, idle.file, busy.rss, busy.anon, startupTimes[startupTimes.count / 2] * 1_000))
+                         idle.rss, idle.anon, idle.file, idleWorkingSet, busy.rss, busy.anon, busyWorkingSet,
+                         startupTimes[startupTimes.count / 2] * 1_000))
         }
     }
 
@@ -180,6 +187,21 @@ final class FootprintMesh: @unchecked Sendable {
             next += interval
             if next > ContinuousClock.now { try await Task.sleep(until: next) }
         }
+    }
+
+    /// Clears the accessed bits of every page `id` maps (`/proc/PID/clear_refs`).
+    func clearReferenced(_ id: String) {
+        guard let pid = processes[id]?.processIdentifier else { return }
+        try? "1".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+    }
+
+    /// MiB of `id`'s pages accessed since `clearReferenced` (smaps_rollup's Referenced).
+    func referenced(_ id: String) -> Double {
+        guard let pid = processes[id]?.processIdentifier,
+              let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8),
+              let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Referenced:") }),
+              let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+        return kib / 1_024
     }
 
     /// VmRSS, RssAnon and RssFile (+ RssShmem) of `id`, in MiB.

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The cluster-state blocks of a master's config: `state:`, `monitor:`,
 /// `tasks:`, `alerts:` and `commands:`. Plain values; the cluster module

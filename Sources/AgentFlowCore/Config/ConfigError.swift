@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A config that cannot be used, refused at start.
 ///
@@ -57,8 +61,7 @@ public struct ConfigError: AgentFlowError, Equatable {
     }
 
     static func quote(_ value: String) -> String {
-        let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+        let escaped = value.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
         return "\"\(escaped.count > 200 ? String(escaped.prefix(200)) + "…" : escaped)\""
     }
 }

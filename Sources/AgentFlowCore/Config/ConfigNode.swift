@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Yams
 
 /// A parsed config document: YAML reduced to scalars, mappings and sequences,
@@ -51,7 +55,7 @@ public indirect enum ConfigNode: Sendable {
         } catch {
             throw ConfigError(
                 .unreadableFile, path: ConfigPath(), value: nil,
-                expected: "cannot read config file \(file): \(error.localizedDescription)", source: nil)
+                expected: "cannot read config file \(file): \(error)", source: nil)
         }
         guard data.count <= 4 << 20 else {
             throw ConfigError(
@@ -127,7 +131,7 @@ extension ConfigNode {
 
     private static func parseEnvironmentValue(_ value: String, source: ConfigSource) -> ConfigNode {
         // Flow collections are parsed as YAML; everything else stays the literal string.
-        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        let trimmed = value.trimmingSpaces
         if trimmed.hasPrefix("[") || trimmed.hasPrefix("{"), let parsed = try? parse(yaml: value, file: "env") {
             return parsed.replacingSource(with: source)
         }

@@ -89,7 +89,7 @@ public struct ConfigDuration: ConfigScalar, Hashable, Comparable {
     public static var expectation: String { "a duration with a unit: ms, s, m or h (e.g. 250ms, 5s, 2m)" }
 
     public init?(configText: String) {
-        let text = configText.trimmingSpaces()
+        let text = configText.trimmingSpaces
         let units: [(suffix: String, milliseconds: Double)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
         for unit in units where text.hasSuffix(unit.suffix) {
             let number = text.dropLast(unit.suffix.count)
@@ -124,7 +124,4 @@ extension ConfigEnum {
 
 extension String {
     fileprivate func replacingUnderscores() -> String { String(filter { $0 != "_" }) }
-    fileprivate func trimmingSpaces() -> String {
-        String(drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
-    }
 }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The typed config of a master node (`role: master`). Every key, its
 /// default and what is allowed are listed in docs/configuration.md.

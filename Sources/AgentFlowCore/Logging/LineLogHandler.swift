@@ -1,4 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 public import Logging
 import Synchronization
 
@@ -26,7 +35,7 @@ public struct LineLogHandler: LogHandler {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         var line = Self.timestamp()
-        line += " " + event.level.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0) + " "
+        line += " " + event.level.rawValue.padded(to: 8) + " "
         if let node = merged.removeValue(forKey: "node") { line += "node=\(node) " }
         line += "\(label): \(event.message)"
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
@@ -44,7 +53,7 @@ public struct LineLogHandler: LogHandler {
             bytes.withUnsafeMutableBytes { buffer in
                 var offset = 0
                 while offset < buffer.count {
-                    let written = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                    let written = systemWrite(2, buffer.baseAddress! + offset, buffer.count - offset)
                     if written <= 0 { break }
                     offset += written
                 }
@@ -58,7 +67,7 @@ public struct LineLogHandler: LogHandler {
 
     private static func quoted(_ value: String) -> String {
         value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || value.isEmpty
-            ? "\"" + value.replacingOccurrences(of: "\"", with: "\\\"") + "\"" : value
+            ? "\"" + value.replacing("\"", with: "\\\"") + "\"" : value
     }
 
     /// Installs this handler as the process's logging backend. Call once, at start.
@@ -66,3 +75,9 @@ public struct LineLogHandler: LogHandler {
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
     }
 }
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif

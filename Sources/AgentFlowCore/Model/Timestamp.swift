@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 
 /// Times as AgentFlow shows them: RFC 3339 with milliseconds, UTC.
 public enum Timestamp {

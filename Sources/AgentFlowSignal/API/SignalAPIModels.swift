@@ -1,5 +1,9 @@
 import AgentFlowCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A node as `GET /list` shows it: never its secret.
 public struct NodeView: Codable, Sendable, Hashable {

@@ -1,5 +1,9 @@
 import AgentFlowCore
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import HTTPTypes
 import Hummingbird
 
@@ -67,7 +71,7 @@ enum SignalRoutes {
             // Conditional polling: nothing changed since the client's copy → 304, no body.
             let revision = try await registry.store.revision()
             let etag = "\"r\(revision)\""
-            if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
+            if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingWhitespace == etag }) {
                 return Response(status: .notModified, headers: [.eTag: etag])
             }
             let answer = try await registry.list(since: since, filter: filter)

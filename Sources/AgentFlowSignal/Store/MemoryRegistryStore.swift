@@ -1,5 +1,9 @@
 import AgentFlowCore
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 
 /// Node records in process memory behind a readers-writer lock: `GET /list`
 /// requests read in parallel; writes (register, heartbeat, evict) are short.

@@ -1,5 +1,9 @@
 import AgentFlowCore
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 
 /// A node record as stored: the public view plus the digest of its secret.
 public struct StoredNode: Sendable, Hashable, Codable {

@@ -1,6 +1,10 @@
 public import AgentFlowCore
 import CHiredis
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// A Redis reply, copied out of hiredis's reply object.
 enum RedisReply: Sendable, Equatable {

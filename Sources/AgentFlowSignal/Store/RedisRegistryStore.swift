@@ -1,5 +1,9 @@
 import AgentFlowCore
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
 public import Foundation
+#endif
 
 /// Node records in a Redis shared by several signal servers, so any replica
 /// can answer any node. Every change is one Lua script, atomic on the server.

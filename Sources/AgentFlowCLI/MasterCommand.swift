@@ -49,7 +49,8 @@ struct MasterCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
-            try await MasterNode(config: masterConfig, logger: logger, metricsRegistry: registry).run()
+            let master = try MasterNode(config: masterConfig, logger: logger, metricsRegistry: registry)
+            try await StartupPages.running { try await master.run() }
         } catch {
             logger.critical("master failed: \(error)")
             throw ExitCode(1)

@@ -30,7 +30,8 @@ struct SignalCommand: AsyncParsableCommand {
         var logger = Logger(label: "signal")
         logger[metadataKey: "node"] = "signal"
         do {
-            try await SignalServer(config: signalConfig, logger: logger).run()
+            let server = try SignalServer(config: signalConfig, logger: logger)
+            try await StartupPages.running { try await server.run() }
         } catch {
             logger.critical("signal server failed", metadata: ["error": "\(error)"])
             throw ExitCode(1)

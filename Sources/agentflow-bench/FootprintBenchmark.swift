@@ -18,8 +18,11 @@ struct FootprintBenchmark: AsyncParsableCommand {
     @Option(help: "Peers linked to the measured master.")
     var peers = 10
 
-    @Option(help: "Seconds to let the idle mesh settle before reading RSS.")
-    var settle: Double = 5
+    @Option(help: "Seconds to let the idle mesh settle before reading RSS (masters release their start-up pages 30 s after start).")
+    var settle: Double = 35
+
+    @Option(help: "Seconds of the working-set window (accessed bits cleared, then counted).")
+    var window: Double = 5
 
     @Option(help: "Seconds of publishing at --rate before reading RSS.")
     var seconds: Double = 10
@@ -46,7 +49,7 @@ struct FootprintBenchmark: AsyncParsableCommand {
             let idle = mesh.memory(of: "m00")
             // The working set: pages touched in a window (accessed bits cleared, then read back).
             mesh.clearReferenced("m00")
-            try await Task.sleep(for: .seconds(settle))
+            try await Task.sleep(for: .seconds(window))
             let idleWorkingSet = mesh.referenced("m00")
             mesh.clearReferenced("m00")
             try await mesh.publish(on: "m00", rate: rate, seconds: seconds)
@@ -129,7 +132,11 @@ final class FootprintMesh: @unchecked Sendable {
 
     func launch(_ id: String) throws {
         let process = Process()
-        process.executableURL = URL(filePath: binary)
+        // The measured master runs its own copy, as on its own host: pages of a
+        // file that other processes map too are shared, and not its alone to give back.
+        let own = root.appending(path: "\(id)/agentflow").path()
+        if id == ids[0] && !FileManager.default.fileExists(atPath: own) { try FileManager.default.copyItem(atPath: binary, toPath: own) }
+        process.executableURL = URL(filePath: id == ids[0] ? own : binary)
         process.arguments = ["master", "--config", "master.yml"]
         process.currentDirectoryURL = root.appending(path: id)
         process.standardOutput = FileHandle.nullDevice

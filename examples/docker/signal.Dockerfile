@@ -21,7 +21,7 @@ COPY Sources ./Sources
 COPY Plugins ./Plugins
 COPY Protos ./Protos
 RUN swift build -c release --static-swift-stdlib --product agentflow \
- && cp "$(swift build -c release --show-bin-path)/agentflow" /agentflow
+ && strip -o /agentflow "$(swift build -c release --show-bin-path)/agentflow"
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -204,6 +204,7 @@ actor ConnectionManager {
 
     /// Dials to learn who listens at addresses discovery found without an id.
     private func planUnidentified(now: ContinuousClock.Instant) -> [DialPlan] {
+        guard unidentified.values.contains(where: { $0.answeredBy == nil && !$0.isSelf }) else { return [] }
         // An address some known peer already offers needs no dial to be told apart.
         let known = Set(peers.keys.flatMap { endpoints(for: $0) })
         var plans: [DialPlan] = []

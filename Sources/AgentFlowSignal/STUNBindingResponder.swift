@@ -13,9 +13,13 @@ public import Foundation
 ///   STUN password (hex SHA-256 of its secret) refreshes that node's record and
 ///   observed address, like `POST /heartbeat`; the answer is signed the same way
 ///   and carries the registry's revision and poll pacing (AGENTFLOW-REGISTRY).
-/// - Malformed datagrams, bad credentials and requests smaller than their answer
-///   get no answer at all (counted): a spoofed source can never be sent more
-///   bytes than it sent (no amplification).
+/// - A plain request (no credentials) gets the minimal answer every public STUN
+///   server gives: XOR-MAPPED-ADDRESS, plus FINGERPRINT only when the answer
+///   still fits in the request's size. A bare 20-byte request (what coturn's
+///   `turnutils_stunclient` and WebRTC stacks send) gets 32 bytes for IPv4, 44
+///   for IPv6: at most 1.6× (2.2×) what a spoofed source sent.
+/// - An authenticated answer is never larger than its request (our client pads),
+///   and malformed datagrams and bad credentials get no answer at all (counted).
 public struct STUNBindingResponder: Sendable {
     let registry: SignalRegistry
 
@@ -59,7 +63,15 @@ public struct STUNBindingResponder: Sendable {
     /// to carry it.
     static func answer(_ pending: Pending, datagramSize: Int, source: STUNAddress, key: [UInt8]?, registry: RegistryState? = nil, outcome: Outcome) -> (reply: [UInt8]?, outcome: Outcome) {
         let mapped = source.xorEncoded(transactionID: pending.request.transactionID)
-        let baseSize = STUNMessage.headerLength + 4 + mapped.count + (key == nil ? 0 : 24) + 8
+        guard let key else {
+            // Plain: XOR-MAPPED-ADDRESS always; FINGERPRINT only when it does not make the answer outgrow the request.
+            let response = STUNMessage(type: .bindingSuccess, transactionID: pending.request.transactionID,
+                                       attributes: [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: mapped)])
+            let withFingerprint = STUNMessage.headerLength + 4 + mapped.count + 8 <= datagramSize
+            guard let reply = try? response.encode(fingerprint: withFingerprint) else { return (nil, .malformed) }
+            return (reply, outcome)
+        }
+        let baseSize = STUNMessage.headerLength + 4 + mapped.count + 24 + 8
         var attributes: [STUNMessage.Attribute] = [.init(type: STUNMessage.AttributeType.xorMappedAddress, value: mapped)]
         if let registry, baseSize + 4 + RegistryState.encodedSize <= datagramSize {
             attributes.append(registry.attribute)

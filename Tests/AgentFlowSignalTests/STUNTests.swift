@@ -138,20 +138,51 @@ struct STUNServerTests {
         }
     }
 
-    @Test("small requests and garbage get no answer (no amplification); the responder keeps working")
-    func noAmplification() async throws {
+    @Test("a bare 20-byte request gets the minimal 32-byte answer; garbage gets none; the responder keeps working")
+    func minimalAnswer() async throws {
         let server = try await RunningSignalServer.start()
         let stun = try #require(server.stun)
-        // A bare 20-byte binding request: a valid STUN message, but smaller than any answer.
+        // What turnutils_stunclient and WebRTC stacks send: a binding request with no attributes.
         var bare = STUNMessage(type: .bindingRequest, transactionID: Array(repeating: 7, count: 12))
         bare.attributes = []
         let small = try bare.encode(fingerprint: false)
+        #expect(small.count == 20)
         let replies = try await sendRaw([small, Array("hello".utf8), [UInt8](repeating: 0xAB, count: 600)], to: stun)
-        #expect(replies.isEmpty)
+        #expect(replies.count == 1)
+        let reply = try #require(replies.first)
+        // Header + XOR-MAPPED-ADDRESS (IPv4) and nothing else: 1.6 times the request, the least any STUN answer can be.
+        #expect(reply.count == 32)
+        let answer = try STUNMessage.parse(reply)
+        #expect(answer.transactionID == Array(repeating: 7, count: 12))
+        #expect(answer.attributes.map(\.type) == [STUNMessage.AttributeType.xorMappedAddress])
+        #expect(answer.attribute(STUNMessage.AttributeType.fingerprint) == nil)
         #expect(try await STUNClient(timeout: .seconds(2)).bind(to: stun).mappedAddress.ipDescription == "127.0.0.1")
         let metrics = try await server.call("GET", "/metrics").body
-        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="too_small"} 1"#))
+        #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="answered"} 2"#), "\(metrics)")
         #expect(metrics.contains(#"agentflow_signal_stun_packets_total{result="malformed"} 2"#))
+        await server.stop()
+    }
+
+    @Test("coturn's turnutils_stunclient gets its mapped address from our responder")
+    func turnutilsInterop() async throws {
+        let server = try await RunningSignalServer.start()
+        let stun = try #require(server.stun)
+        let tool = "/usr/bin/turnutils_stunclient"
+        try #require(FileManager.default.isExecutableFile(atPath: tool), "install coturn (scripts/install-deps does)")
+        let output = try await Task.detached {
+            let process = Process()
+            process.executableURL = URL(filePath: tool)
+            process.arguments = ["-p", String(stun.port), "127.0.0.1"]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }.value
+        // It prints the mapped address it was told: "UDP reflexive addr: 127.0.0.1:PORT".
+        #expect(output.contains("UDP reflexive addr: 127.0.0.1:"), "\(output)")
         await server.stop()
     }
 

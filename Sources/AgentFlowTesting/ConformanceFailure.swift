@@ -2,9 +2,12 @@
 /// happened, and which check saw it. Thrown, not recorded, so the suites work
 /// from swift-testing, XCTest or a plain executable alike.
 public struct ConformanceFailure: Error, CustomStringConvertible {
+    /// The name of the check that failed.
     public var check: String
+    /// What was expected and what happened.
     public var message: String
 
+    /// A failure of `check`, saying `message`.
     public init(check: String, _ message: String) {
         self.check = check
         self.message = message

@@ -12,6 +12,7 @@ import Synchronization
 public enum DiscoveryConformance {
     /// One named promise of the discovery contract.
     public struct Check: Sendable, CustomStringConvertible {
+        /// What the check proves, in one line.
         public let name: String
         let body: @Sendable (any DiscoveryTestBed, CheckScope) async throws -> Void
 
@@ -23,6 +24,7 @@ public enum DiscoveryConformance {
         }
     }
 
+    /// Every check, in a stable order: pass them to `@Test(arguments:)`.
     public static let checks: [Check] = [
         Check(name: "the first set is delivered", body: firstSet),
         Check(name: "updates arrive", body: updates),

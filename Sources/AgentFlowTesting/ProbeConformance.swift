@@ -18,7 +18,9 @@ public protocol ProbeTestBed: Sendable {
 /// func conformance(_ check: ProbeConformance.Check) async throws { try await check.run(MyBed()) }
 /// ```
 public enum ProbeConformance {
+    /// One named promise of the probe contract.
     public struct Check: Sendable, CustomStringConvertible {
+        /// What the check proves, in one line.
         public let name: String
         let body: @Sendable (any ProbeTestBed, CheckScope) async throws -> Void
 
@@ -30,6 +32,7 @@ public enum ProbeConformance {
         }
     }
 
+    /// Every check, in a stable order: pass them to `@Test(arguments:)`.
     public static let checks: [Check] = [
         Check(name: "it returns a report that passes against a target that answers", body: report),
         Check(name: "it keeps its timeout against a silent target", body: timeout),

@@ -17,6 +17,7 @@ import Synchronization
 public enum TransportConformance {
     /// One named promise of the transport contract.
     public struct Check: Sendable, CustomStringConvertible {
+        /// What the check proves, in one line.
         public let name: String
         let body: @Sendable (any TransportTestSubject, TransportFixture) async throws -> Void
 

@@ -116,7 +116,7 @@ public enum DiscoveryConformance {
                 if done { break }
             }
         }
-        _ = await scope.finishes(within: bed.refreshInterval * 4 + .seconds(2)) { _ = await reader.result }
+        _ = await scope.finishes(within: patience(bed)) { _ = await reader.result }
         reader.cancel()
         let got = received.withLock { $0 }
         try scope.require(got.last.map { matches($0, final) } == true, "the latest set never reached a slow consumer (\(got.count) updates read)")
@@ -125,6 +125,12 @@ public enum DiscoveryConformance {
     }
 
     // MARK: Helpers
+
+    /// How long a check waits for a change to show: a few refresh intervals,
+    /// plus room for a machine busy with other tests (only a failing check waits it out).
+    static func patience(_ bed: any DiscoveryTestBed) -> Duration {
+        bed.refreshInterval * 4 + .seconds(10)
+    }
 
     static func context() -> DiscoveryContext {
         DiscoveryContext(localNodeID: local.nodeID, dataDirectory: "/nonexistent-agentflow-conformance", logger: Logger(label: "agentflow.conformance"))
@@ -184,7 +190,7 @@ public enum DiscoveryConformance {
         /// Waits for an update (from now on, or the latest one) that satisfies `predicate`.
         @discardableResult
         func waitFor(_ scope: CheckScope, _ bed: any DiscoveryTestBed, _ what: String, _ predicate: (PeerSetUpdate) -> Bool) async throws -> PeerSetUpdate {
-            let patience = bed.refreshInterval * 4 + .seconds(2)
+            let patience = DiscoveryConformance.patience(bed)
             let deadline = ContinuousClock.now + patience
             var seen = box.state.withLock { max(0, $0.updates.count - 1) }
             while ContinuousClock.now < deadline {

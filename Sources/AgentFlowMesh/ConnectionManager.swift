@@ -172,7 +172,7 @@ actor ConnectionManager {
     func endpoints(for id: NodeID) -> [DiscoveredEndpoint] {
         var seen: Set<DiscoveredEndpoint> = []
         var result: [DiscoveredEndpoint] = []
-        let candidates = (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
+        let candidates = knownEndpoints(of: id)
         for transport in identity.transports {
             for endpoint in candidates where endpoint.transport == transport && seen.insert(endpoint).inserted {
                 result.append(endpoint)
@@ -181,10 +181,14 @@ actor ConnectionManager {
         return result
     }
 
+    /// Every address known for `id`, freshest source first: discovery, the peer's own Hello, the book.
+    private func knownEndpoints(of id: NodeID) -> [DiscoveredEndpoint] {
+        (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
+    }
+
     /// Every transport `id` is known to offer, whichever this node speaks.
     private func offeredTransports(of id: NodeID) -> [String] {
-        let candidates = (peers[id]?.discovered ?? []) + (peers[id]?.link?.advertised ?? []) + (book.entries[id]?.discoveredEndpoints ?? [])
-        return Array(Set(candidates.map(\.transport))).sorted()
+        Array(Set(knownEndpoints(of: id).map(\.transport))).sorted()
     }
 
     /// Records who answered at an address discovery gave without an id.

@@ -11,18 +11,7 @@ import Synchronization
 /// ```
 public enum DiscoveryConformance {
     /// One named promise of the discovery contract.
-    public struct Check: Sendable, CustomStringConvertible {
-        /// What the check proves, in one line.
-        public let name: String
-        let body: @Sendable (any DiscoveryTestBed, CheckScope) async throws -> Void
-
-        public var description: String { name }
-
-        /// Runs the check against `bed`; throws ``ConformanceFailure`` when a promise is broken.
-        public func run(_ bed: any DiscoveryTestBed) async throws {
-            try await body(bed, CheckScope(name: name))
-        }
-    }
+    public typealias Check = ConformanceCheck<any DiscoveryTestBed>
 
     /// Every check, in a stable order: pass them to `@Test(arguments:)`.
     public static let checks: [Check] = [

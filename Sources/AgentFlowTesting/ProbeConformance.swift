@@ -19,18 +19,7 @@ public protocol ProbeTestBed: Sendable {
 /// ```
 public enum ProbeConformance {
     /// One named promise of the probe contract.
-    public struct Check: Sendable, CustomStringConvertible {
-        /// What the check proves, in one line.
-        public let name: String
-        let body: @Sendable (any ProbeTestBed, CheckScope) async throws -> Void
-
-        public var description: String { name }
-
-        /// Runs the check against `bed`; throws ``ConformanceFailure`` when a promise is broken.
-        public func run(_ bed: any ProbeTestBed) async throws {
-            try await body(bed, CheckScope(name: name))
-        }
-    }
+    public typealias Check = ConformanceCheck<any ProbeTestBed>
 
     /// Every check, in a stable order: pass them to `@Test(arguments:)`.
     public static let checks: [Check] = [

@@ -15,37 +15,30 @@ import Synchronization
 /// func conformance(_ check: TransportConformance.Check) async throws { try await check.run(MySubject()) }
 /// ```
 public enum TransportConformance {
-    /// One named promise of the transport contract.
-    public struct Check: Sendable, CustomStringConvertible {
-        /// What the check proves, in one line.
-        public let name: String
-        let body: @Sendable (any TransportTestSubject, TransportFixture) async throws -> Void
-
-        public var description: String { name }
-
-        /// Runs the check against `subject`, with fresh certificates; throws ``ConformanceFailure`` when a promise is broken.
-        public func run(_ subject: any TransportTestSubject) async throws {
-            let fixture = try TransportFixture(subject: subject, scope: CheckScope(name: name))
-            try await body(subject, fixture)
-        }
-    }
+    /// One named promise of the transport contract; each run gets fresh certificates.
+    public typealias Check = ConformanceCheck<any TransportTestSubject>
 
     /// Every check, in a stable order.
     public static let checks: [Check] = [
-        Check(name: "links connect both ways, with proven identities", body: connectBothWays),
-        Check(name: "streams both ways at once, in order, many and large messages (mTLS)") { try await orderedStreaming($1, plaintext: false) },
-        Check(name: "streams both ways at once, in order, many and large messages (plaintext)") { subject, fixture in
+        check("links connect both ways, with proven identities", connectBothWays),
+        check("streams both ways at once, in order, many and large messages (mTLS)") { try await orderedStreaming($1, plaintext: false) },
+        check("streams both ways at once, in order, many and large messages (plaintext)") { subject, fixture in
             guard subject.supportsPlaintext else { return }
             try await orderedStreaming(fixture, plaintext: true)
         },
-        Check(name: "a slow reader makes the writer wait: memory stays bounded", body: backpressure),
-        Check(name: "a peer's clean close ends the other side's inbound", body: peerClose),
-        Check(name: "a crashed peer's links end promptly with an error", body: peerCrash),
-        Check(name: "shutdown while busy ends every link and the listener promptly", body: shutdownWhileBusy),
-        Check(name: "an oversize message is refused, and the link stays usable", body: oversizeRefused),
-        Check(name: "a dial where nothing listens fails cleanly", body: connectRefused),
-        Check(name: "a dial that expects another node is refused", body: wrongPeerRefused),
+        check("a slow reader makes the writer wait: memory stays bounded", backpressure),
+        check("a peer's clean close ends the other side's inbound", peerClose),
+        check("a crashed peer's links end promptly with an error", peerCrash),
+        check("shutdown while busy ends every link and the listener promptly", shutdownWhileBusy),
+        check("an oversize message is refused, and the link stays usable", oversizeRefused),
+        check("a dial where nothing listens fails cleanly", connectRefused),
+        check("a dial that expects another node is refused", wrongPeerRefused),
     ]
+
+    /// A check whose body gets a `TransportFixture`: fresh certificates and listeners for this run.
+    static func check(_ name: String, _ body: @escaping @Sendable (any TransportTestSubject, TransportFixture) async throws -> Void) -> Check {
+        Check(name: name) { subject, scope in try await body(subject, TransportFixture(subject: subject, scope: scope)) }
+    }
 
     /// A numbered envelope (a task log line) carrying `padding` bytes.
     public static func numbered(_ number: UInt64, padding: Int = 0) -> Envelope {

@@ -213,13 +213,8 @@ final class FootprintMesh: @unchecked Sendable {
 
     /// VmRSS, RssAnon and RssFile (+ RssShmem) of `id`, in MiB.
     func memory(of id: String) -> (rss: Double, anon: Double, file: Double) {
-        guard let pid = processes[id]?.processIdentifier,
-              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (.nan, .nan, .nan) }
-        func field(_ name: String) -> Double {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
-                  let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
-            return kib / 1_024
-        }
-        return (field("VmRSS"), field("RssAnon"), field("RssFile") + field("RssShmem"))
+        guard let pid = processes[id]?.processIdentifier else { return (.nan, .nan, .nan) }
+        return (procStatusMiB(pid: pid, "VmRSS"), procStatusMiB(pid: pid, "RssAnon"),
+                procStatusMiB(pid: pid, "RssFile") + procStatusMiB(pid: pid, "RssShmem"))
     }
 }

@@ -51,12 +51,15 @@ final class ServerProcess: @unchecked Sendable {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    func rssMiB() -> Double {
-        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
-        return kib / 1_024
-    }
+    func rssMiB() -> Double { procStatusMiB(pid: process.processIdentifier, "VmRSS") }
+}
+
+/// A kB field of `/proc/PID/status` (`VmRSS`, `RssAnon`, …) in MiB; NaN when unreadable.
+func procStatusMiB(pid: Int32, _ field: String) -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+          let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kib / 1_024
 }
 
 struct BenchError: Error, CustomStringConvertible {

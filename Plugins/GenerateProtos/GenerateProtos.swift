@@ -41,6 +41,10 @@ struct GenerateProtos: CommandPlugin {
         let process = Process()
         process.executableURL = protoc
         process.arguments = arguments
+        // protoc needs an open stdin: with descriptor 0 closed (as SwiftPM's
+        // plugin host may leave it), its pipe to protoc-gen-swift lands on
+        // fd 0 and is closed under the plugin, which then dies reading it.
+        process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
         try process.run()
         process.waitUntilExit()
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {

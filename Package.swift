@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "AgentFlowGRPC", targets: ["AgentFlowGRPC"]),
         .library(name: "AgentFlowSTUN", targets: ["AgentFlowSTUN"]),
         .library(name: "AgentFlowDiscovery", targets: ["AgentFlowDiscovery"]),
+        .library(name: "AgentFlowProbes", targets: ["AgentFlowProbes"]),
         .library(name: "AgentFlowMesh", targets: ["AgentFlowMesh"]),
         .library(name: "AgentFlowCluster", targets: ["AgentFlowCluster"]),
         .library(name: "AgentFlowMaster", targets: ["AgentFlowMaster"]),
@@ -148,6 +149,17 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
+        // MARK: Probes: STUN mapping and NAT behaviour, reachability dial-back, signal server checks
+        .target(
+            name: "AgentFlowProbes",
+            dependencies: [
+                "AgentFlowCore", "AgentFlowSTUN", "AgentFlowDiscovery", "AgentFlowTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
         // MARK: The mesh: links kept, peers found and remembered (transport- and discovery-agnostic)
         .target(
             name: "AgentFlowMesh",
@@ -233,6 +245,7 @@ let package = Package(
                 "AgentFlowGRPC",
                 "AgentFlowTCP",
                 "AgentFlowDiscovery",
+                "AgentFlowProbes",
                 "AgentFlowSignal",
                 "AgentFlowMesh",
                 "AgentFlowMaster",
@@ -362,6 +375,16 @@ let package = Package(
         .testTarget(
             name: "AgentFlowDiscoveryTests",
             dependencies: ["AgentFlowCore", "AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowProbeTests",
+            dependencies: [
+                "AgentFlowProbes", "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTesting", "AgentFlowDiscovery",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

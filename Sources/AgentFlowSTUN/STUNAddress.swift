@@ -59,6 +59,17 @@ public struct STUNAddress: Sendable, Hashable, CustomStringConvertible {
         return value
     }
 
+    /// The MAPPED-ADDRESS encoding (also OTHER-ADDRESS and RESPONSE-ORIGIN).
+    public var plainEncoded: [UInt8] {
+        [0, ip.count == 4 ? 0x01 : 0x02, UInt8(port >> 8), UInt8(port & 0xFF)] + ip
+    }
+
+    /// Decodes a MAPPED-ADDRESS-style value; nil if malformed.
+    public static func plainDecoded(_ value: [UInt8]) -> STUNAddress? {
+        guard value.count == 8 && value[1] == 0x01 || value.count == 20 && value[1] == 0x02 else { return nil }
+        return STUNAddress(ip: Array(value[4...]), port: UInt16(value[2]) << 8 | UInt16(value[3]))
+    }
+
     /// Decodes an XOR-MAPPED-ADDRESS value; nil if malformed.
     public static func xorDecoded(_ value: [UInt8], transactionID: [UInt8]) -> STUNAddress? {
         guard value.count >= 4 else { return nil }

@@ -2,8 +2,10 @@ import AgentFlowCore
 import AgentFlowTLS
 
 extension STUNMessage {
-    /// Largest datagram we parse; STUN over UDP stays well below the path MTU.
-    public static let maxMessageBytes = 1_280
+    /// Largest datagram we parse. STUN over UDP stays below the path MTU, but
+    /// RFC 5780 clients pad to probe it (coturn's natdiscovery `-P` adds 1,500
+    /// bytes of PADDING); the responder's receive slots are 2 KiB.
+    public static let maxMessageBytes = 2_048
 
     /// Parses one datagram.
     public static func parse(_ bytes: [UInt8]) throws(STUNError) -> STUNMessage {

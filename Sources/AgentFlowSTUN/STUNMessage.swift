@@ -21,6 +21,17 @@ public struct STUNMessage: Sendable, Hashable {
     /// Attribute types used here.
     public enum AttributeType {
         public static let mappedAddress: UInt16 = 0x0001
+        /// RFC 5780: 4 bytes, flag 0x04 asks the answer to come from the other
+        /// IP, 0x02 from the other port.
+        public static let changeRequest: UInt16 = 0x0003
+        public static let unknownAttributes: UInt16 = 0x000A
+        /// RFC 5780: the port the answer is sent to, at the request's source IP.
+        public static let responsePort: UInt16 = 0x0027
+        /// RFC 5780: the address the answer was sent from (MAPPED-ADDRESS encoding).
+        public static let responseOrigin: UInt16 = 0x802B
+        /// RFC 5780: the server's address that differs in IP and port from the
+        /// one that received the request (MAPPED-ADDRESS encoding).
+        public static let otherAddress: UInt16 = 0x802C
         public static let username: UInt16 = 0x0006
         public static let messageIntegrity: UInt16 = 0x0008
         public static let errorCode: UInt16 = 0x0009
@@ -65,6 +76,23 @@ public struct STUNMessage: Sendable, Hashable {
     /// The AGENTFLOW-REGISTRY attribute, decoded; nil when absent or malformed.
     public var registryState: RegistryState? {
         attribute(AttributeType.agentflowRegistry).flatMap(RegistryState.init(value:))
+    }
+
+    /// CHANGE-REQUEST's flags: (change IP, change port); nil when absent or malformed.
+    public var changeRequest: (ip: Bool, port: Bool)? {
+        guard let value = attribute(AttributeType.changeRequest), value.count == 4 else { return nil }
+        return (value[3] & 0x04 != 0, value[3] & 0x02 != 0)
+    }
+
+    /// The CHANGE-REQUEST attribute asking for the given changes.
+    public static func changeRequest(ip: Bool, port: Bool) -> Attribute {
+        Attribute(type: AttributeType.changeRequest, value: [0, 0, 0, (ip ? 0x04 : 0) | (port ? 0x02 : 0)])
+    }
+
+    /// RESPONSE-PORT's port; nil when absent or malformed.
+    public var responsePort: UInt16? {
+        guard let value = attribute(AttributeType.responsePort), value.count == 4 else { return nil }
+        return UInt16(value[0]) << 8 | UInt16(value[1])
     }
 
     /// The USERNAME attribute as text.

@@ -4,23 +4,48 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
-/// The UDP side of the signal server: a NIO datagram channel feeding
-/// `STUNBindingResponder`, for the server's whole life.
+/// The UDP side of the signal server: NIO datagram channels feeding
+/// `STUNBindingResponder`, for the server's whole life. One socket at
+/// `stun.listen`; with `stun.alternate`, four (RFC 5780), each answering on
+/// its own or, for a CHANGE-REQUEST, through a sibling.
 struct STUNService: Service, CustomStringConvertible {
     var description: String { "STUNService(\(listen))" }
 
     let listen: HostPort
+    let alternate: HostPort?
     let responder: STUNBindingResponder
     let metrics: SignalMetrics
     let logger: Logger
     let onBound: @Sendable (Int) async -> Void
 
     func run() async throws {
-        if let store = responder.registry.store as? any SynchronousHeartbeatStore {
-            try await runOnEventLoop(store: store)
-        } else {
-            try await runWithTasks()
+        let roles = alternate == nil ? [STUNSocketRole.primary] : STUNSocketRole.all
+        let sockets = STUNSockets()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for role in roles {
+                let address = HostPort(host: role.otherIP ? alternate!.host : listen.host, port: role.otherPort ? alternate!.port : listen.port)
+                let bound = AsyncStream<Int>.makeStream()
+                group.addTask {
+                    if let store = responder.registry.store as? any SynchronousHeartbeatStore {
+                        try await runOnEventLoop(address, role: role, sockets: sockets, store: store, bound: bound.continuation)
+                    } else {
+                        try await runWithTasks(address, role: role, sockets: sockets, bound: bound.continuation)
+                    }
+                }
+                // Bind one at a time, so a port that is taken fails the start, in order.
+                var port: Int?
+                for await value in bound.stream { port = value; break }
+                guard let port else { break }
+                if role == .primary {
+                    await onBound(port)
+                }
+            }
+            if alternate == nil {
+                logger.info("STUN: RFC 5780 NAT behaviour discovery is off; set stun.alternate to a second IP:port of this host to offer it")
+            }
+            try await group.waitForAll()
         }
     }
 
@@ -29,7 +54,9 @@ struct STUNService: Service, CustomStringConvertible {
     /// Reads are paced (`STUNDatagramHandler.readInterval`) rather than woken per
     /// datagram: at thousands of heartbeats a second, the per-wake-up cost, not
     /// the STUN work, is what a core spends its time on.
-    private func runOnEventLoop(store: any SynchronousHeartbeatStore) async throws {
+    private func runOnEventLoop(_ listen: HostPort, role: STUNSocketRole, sockets: STUNSockets, store: any SynchronousHeartbeatStore,
+                                bound: AsyncStream<Int>.Continuation) async throws {
+        defer { bound.finish() }
         let responder = self.responder
         let metrics = self.metrics
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -44,13 +71,14 @@ struct STUNService: Service, CustomStringConvertible {
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(STUNDatagramHandler(responder: responder, store: store, metrics: metrics))
+                    try channel.pipeline.syncOperations.addHandler(STUNDatagramHandler(responder: responder, store: store, metrics: metrics, role: role, sockets: sockets))
                 }
             }
             .bind(host: listen.host, port: listen.port).get()
         let port = channel.localAddress?.port ?? listen.port
-        logger.info("STUN listening", metadata: ["address": "\(listen.host):\(port)", "protocol": "udp", "path": "event loop"])
-        await onBound(port)
+        sockets.set(role, channel)
+        logger.info("STUN listening", metadata: ["address": "\(listen.host):\(port)", "protocol": "udp", "path": "event loop", "role": "\(role)"])
+        bound.yield(port)
         // Graceful shutdown and cancellation both close the channel; waiting on
         // closeFuture alone would not notice a cancelled task.
         await withTaskCancellationHandler {
@@ -65,7 +93,8 @@ struct STUNService: Service, CustomStringConvertible {
     }
 
     /// Stores that suspend (Redis): datagrams are answered from a task.
-    private func runWithTasks() async throws {
+    private func runWithTasks(_ listen: HostPort, role: STUNSocketRole, sockets: STUNSockets, bound: AsyncStream<Int>.Continuation) async throws {
+        defer { bound.finish() }
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: listen.host, port: listen.port) { channel in
@@ -74,17 +103,22 @@ struct STUNService: Service, CustomStringConvertible {
                 }
             }
         let port = channel.channel.localAddress?.port ?? listen.port
-        logger.info("STUN listening", metadata: ["address": "\(listen.host):\(port)", "protocol": "udp"])
-        await onBound(port)
+        sockets.set(role, channel.channel)
+        logger.info("STUN listening", metadata: ["address": "\(listen.host):\(port)", "protocol": "udp", "role": "\(role)"])
+        bound.yield(port)
         try await withGracefulShutdownHandler {
             try await channel.executeThenClose { inbound, outbound in
                 for try await envelope in inbound {
                     guard let source = Self.stunAddress(envelope.remoteAddress) else { continue }
                     let bytes = Array(envelope.data.readableBytesView)
-                    let (reply, outcome) = await responder.respond(to: bytes, from: source.address, observedIP: source.ip)
-                    metrics.countSTUN(outcome)
-                    if let reply {
-                        try await outbound.write(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: reply)))
+                    let answer = await responder.respond(to: bytes, from: source.address, observedIP: source.ip, on: role)
+                    metrics.countSTUN(answer.outcome)
+                    guard let reply = answer.reply else { continue }
+                    let envelope = AddressedEnvelope(remoteAddress: STUNSockets.destination(envelope.remoteAddress, port: answer.toPort), data: ByteBuffer(bytes: reply))
+                    if answer.from == role {
+                        try await outbound.write(envelope)
+                    } else {
+                        sockets.send(envelope, from: answer.from)
                     }
                 }
             }
@@ -131,10 +165,15 @@ final class STUNDatagramHandler: ChannelInboundHandler {
     static let readInterval = TimeAmount.milliseconds(50)
     static let maxMessagesPerRead = 64
 
-    init(responder: STUNBindingResponder, store: any SynchronousHeartbeatStore, metrics: SignalMetrics) {
+    let role: STUNSocketRole
+    let sockets: STUNSockets
+
+    init(responder: STUNBindingResponder, store: any SynchronousHeartbeatStore, metrics: SignalMetrics, role: STUNSocketRole, sockets: STUNSockets) {
         self.responder = responder
         self.store = store
         self.metrics = metrics
+        self.role = role
+        self.sockets = sockets
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -155,11 +194,15 @@ final class STUNDatagramHandler: ChannelInboundHandler {
         readsInBatch += 1
         let envelope = unwrapInboundIn(data)
         guard let source = STUNService.stunAddress(envelope.remoteAddress) else { return }
-        let (reply, outcome) = responder.respondNow(to: Array(envelope.data.readableBytesView), from: source.address, observedIP: source.ip, store: store)
-        metrics.countSTUN(outcome)
-        if let reply {
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: context.channel.allocator.buffer(bytes: reply))), promise: nil)
+        let answer = responder.respondNow(to: Array(envelope.data.readableBytesView), from: source.address, observedIP: source.ip, on: role, store: store)
+        metrics.countSTUN(answer.outcome)
+        guard let reply = answer.reply else { return }
+        let out = AddressedEnvelope(remoteAddress: STUNSockets.destination(envelope.remoteAddress, port: answer.toPort), data: context.channel.allocator.buffer(bytes: reply))
+        if answer.from == role {
+            context.write(wrapOutboundOut(out), promise: nil)
             pendingFlush = true
+        } else {
+            sockets.send(out, from: answer.from)
         }
     }
 
@@ -181,3 +224,26 @@ final class STUNDatagramHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension STUNDatagramHandler: Sendable {}
+
+/// The responder's bound sockets by role, so an answer to a CHANGE-REQUEST
+/// leaves from the sibling it asked for. Filled as each binds; an answer for a
+/// socket not bound yet (only during start) is dropped, and the client retries.
+final class STUNSockets: Sendable {
+    private let channels = Mutex<[STUNSocketRole: any Channel]>([:])
+
+    func set(_ role: STUNSocketRole, _ channel: any Channel) {
+        channels.withLock { $0[role] = channel }
+    }
+
+    func send(_ envelope: AddressedEnvelope<ByteBuffer>, from role: STUNSocketRole) {
+        channels.withLock { $0[role] }?.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// `source`, or its IP at `port` (RESPONSE-PORT).
+    static func destination(_ source: SocketAddress, port: UInt16?) -> SocketAddress {
+        guard let port else { return source }
+        var destination = source
+        destination.port = Int(port)
+        return destination
+    }
+}

@@ -7,6 +7,7 @@ import Foundation
 import Hummingbird
 public import Logging
 import NIOCore
+import AgentFlowSTUN
 import ServiceLifecycle
 import UnixSignals
 
@@ -67,8 +68,13 @@ public struct SignalServer: Sendable {
         var services: [any Service] = [app, EvictionSweeper(registry: registry, logger: logger)]
         if config.stun.enabled {
             let stunHost = config.stun.listen.host
+            let rfc5780 = config.stun.alternate.flatMap { alternate in
+                STUNAddress(ip: config.stun.listen.host, port: UInt16(config.stun.listen.port))
+                    .flatMap { primary in STUNAddress(ip: alternate.host, port: UInt16(alternate.port)).map { RFC5780Addresses(primary: primary, alternate: $0) } }
+            }
             services.append(STUNService(
-                listen: config.stun.listen, responder: STUNBindingResponder(registry: registry), metrics: registry.metrics, logger: logger,
+                listen: config.stun.listen, alternate: rfc5780 == nil ? nil : config.stun.alternate,
+                responder: STUNBindingResponder(registry: registry, rfc5780: rfc5780), metrics: registry.metrics, logger: logger,
                 onBound: { [registry] port in
                     registry.boundSTUNPort.withLock { $0 = port }
                     await bound.stun(HostPort(host: stunHost, port: port))

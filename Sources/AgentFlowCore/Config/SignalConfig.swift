@@ -7,6 +7,7 @@ public struct SignalConfig: Sendable {
     public var store: StoreSettings
     public var registry: RegistrySettings
     public var stun: STUNSettings
+    public var reach: ReachSettings
 
     /// The `http:` block: the REST API.
     public struct HTTPSettings: Sendable {
@@ -69,9 +70,37 @@ public struct SignalConfig: Sendable {
         public var enabled: Bool
         /// Default `127.0.0.1:3478`.
         public var listen: HostPort
+        /// A second IP address and port of this host (`IP2:P2`) for RFC 5780 NAT
+        /// behaviour discovery. With it the responder binds four sockets — the
+        /// listen address, `IP:P2`, `IP2:P`, `IP2:P2` — answers with OTHER-ADDRESS
+        /// and RESPONSE-ORIGIN, and honours CHANGE-REQUEST and RESPONSE-PORT.
+        /// Unset (default): behaviour discovery is off and a CHANGE-REQUEST asking
+        /// for a change gets a 420 (unknown attribute) error answer.
+        public var alternate: HostPort?
+    }
+
+    /// The `reach:` block: `POST /reach`, the dial-back that tells a node
+    /// whether the outside can reach its P2P port.
+    public struct ReachSettings: Sendable {
+        /// Default true.
+        public var enabled: Bool
+        /// Least time between one node's reach checks. Default 10s.
+        public var minInterval: ConfigDuration
+        /// How long one dial waits for a connection and for a TLS answer. Default 3s.
+        public var timeout: ConfigDuration
+        /// Checks in flight at once, over all nodes; more are answered 503. Default 16.
+        public var maxConcurrent: Int
     }
 
     public static let environmentPrefix = "AGENTFLOW_SIGNAL__"
+
+    /// A dotted IPv4 or an IPv6 literal that is not a wildcard.
+    static func isLiteralIP(_ host: String) -> Bool {
+        if host == "0.0.0.0" || host == "::" { return false }
+        if host.contains(":") { return host.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." } }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isNumber) && Int(part)! <= 255 }
+    }
 
     public static func decode(from root: ConfigSection) throws(ConfigError) -> SignalConfig {
         let log = try LogConfig.decode(from: root.section("log"))
@@ -127,10 +156,35 @@ public struct SignalConfig: Sendable {
         let stunSection = try root.section("stun")
         let stun = STUNSettings(
             enabled: try stunSection.value("enabled", default: true),
-            listen: try stunSection.value("listen", default: HostPort(host: "127.0.0.1", port: 3478))
+            listen: try stunSection.value("listen", default: HostPort(host: "127.0.0.1", port: 3478)),
+            alternate: try stunSection.optionalValue("alternate")
         )
+        if let alternate = stun.alternate {
+            let path = stunSection.path.appending(key: "alternate")
+            func refuse(_ why: String) -> ConfigError {
+                ConfigError(.invalidValue, path: path, value: alternate.description, expected: why, source: stunSection.source)
+            }
+            guard Self.isLiteralIP(stun.listen.host), Self.isLiteralIP(alternate.host) else {
+                throw refuse("RFC 5780 needs two literal IP addresses of this host: stun.listen (\(stun.listen.host)) and stun.alternate must both be IPs, not names or wildcards")
+            }
+            guard alternate.host != stun.listen.host, stun.listen.port != 0, alternate.port != 0, alternate.port != stun.listen.port else {
+                throw refuse("a second IP and a second port, both different from stun.listen (\(stun.listen)) and not 0")
+            }
+            guard alternate.host.contains(":") == stun.listen.host.contains(":") else {
+                throw refuse("an address of the same family as stun.listen (\(stun.listen.host))")
+            }
+        }
         try stunSection.finish()
 
-        return SignalConfig(log: log, http: http, auth: auth, store: store, registry: registry, stun: stun)
+        let reachSection = try root.section("reach")
+        let reach = ReachSettings(
+            enabled: try reachSection.value("enabled", default: true),
+            minInterval: try reachSection.value("min_interval", default: .seconds(10), in: .seconds(1) ... .seconds(86_400)),
+            timeout: try reachSection.value("timeout", default: .seconds(3), in: .milliseconds(100) ... .seconds(30)),
+            maxConcurrent: try reachSection.value("max_concurrent", default: 16, in: 1...1_024)
+        )
+        try reachSection.finish()
+
+        return SignalConfig(log: log, http: http, auth: auth, store: store, registry: registry, stun: stun, reach: reach)
     }
 }

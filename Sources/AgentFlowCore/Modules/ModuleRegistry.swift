@@ -95,6 +95,11 @@ public struct ConfiguredModule<Context: Sendable, Product>: Sendable {
 
     public var name: String { registration.name }
 
+    /// The options the module decoded, for a module that reads another's
+    /// settings (a probe reading the signal discovery's URL): cast to its
+    /// `Options` type.
+    public var decodedOptions: any Sendable { options }
+
     /// Builds the module for this process.
     public func make(context: Context) throws -> Product {
         try registration.make(options, context)

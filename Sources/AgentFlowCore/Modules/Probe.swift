@@ -32,6 +32,9 @@ public struct ProbeReport: Sendable, Hashable {
         }
     }
 
+    /// The first fact named `name`.
+    public func fact(_ name: String) -> String? { facts.first { $0.name == name }?.value }
+
     public init(probe: String, outcome: Outcome, summary: String, facts: [Fact] = []) {
         self.probe = probe
         self.outcome = outcome
@@ -46,10 +49,24 @@ public struct ProbeContext: Sendable {
     /// The whole probe's budget: `run()` returns (a failed report, or an
     /// error) within it, however the network behaves. Default 10s.
     public var timeout: Duration
+    /// The node's data folder (where discovery keeps its secrets). Default `.`.
+    public var dataDirectory: String
+    /// The node's discovery backend as configured: a probe that talks to the
+    /// cluster's signal server finds its URL, token and secret here.
+    public var discovery: ConfiguredDiscovery?
+    /// Each transport's listen address, in the node's order of preference.
+    public var listening: [DiscoveredEndpoint]
+    /// `transport.advertise`, as configured (empty: the node advertises what it binds).
+    public var advertised: [DiscoveredEndpoint]
 
-    public init(localNodeID: NodeID, timeout: Duration = .seconds(10)) {
+    public init(localNodeID: NodeID, timeout: Duration = .seconds(10), dataDirectory: String = ".", discovery: ConfiguredDiscovery? = nil,
+                listening: [DiscoveredEndpoint] = [], advertised: [DiscoveredEndpoint] = []) {
         self.localNodeID = localNodeID
         self.timeout = timeout
+        self.dataDirectory = dataDirectory
+        self.discovery = discovery
+        self.listening = listening
+        self.advertised = advertised
     }
 }
 

@@ -8,6 +8,8 @@ public struct SignalAPIError: AgentFlowError {
     public let message: String
     /// For 405: the methods the route allows (the `Allow` header).
     public var allow: String?
+    /// For 429: seconds until a retry can succeed (the `Retry-After` header).
+    public var retryAfterSeconds: Int?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, allow: String? = nil) {
         self.status = status

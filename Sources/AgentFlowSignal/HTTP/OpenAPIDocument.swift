@@ -44,6 +44,7 @@ paths:
                 required: [status]
                 properties:
                   status: {type: string, enum: [ok]}
+                  stun_port: {type: integer, minimum: 1, maximum: 65535, description: "The UDP port answering STUN, when enabled."}
   /register:
     post:
       operationId: register
@@ -121,6 +122,49 @@ paths:
         "404": {$ref: "#/components/responses/UnknownNode"}
         "413": {$ref: "#/components/responses/TooLarge"}
         "503": {$ref: "#/components/responses/StoreUnavailable"}
+  /reach:
+    post:
+      operationId: reach
+      summary: Dial back to the requesting node's own address with a TLS ClientHello and say what answered.
+      description: >-
+        Only the request's source IP is dialled: at endpoints given without a host, and at endpoints whose
+        host is, or resolves to, that IP. Others are reported not_allowed and never dialled; a request with
+        nothing allowed is refused (403 not_own_address). One check per node per reach.min_interval (429
+        with Retry-After); at most reach.max_concurrent in flight (503).
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/ReachRequest"}
+      responses:
+        "200":
+          description: Every endpoint, dialled or not, with its outcome.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ReachResponse"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403":
+          description: The secret is wrong, or no endpoint is the requester's own address.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Error"}
+        "404":
+          description: The node is not registered, or the server does not offer reach checks.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Error"}
+        "413": {$ref: "#/components/responses/TooLarge"}
+        "429":
+          description: This node asked within reach.min_interval; Retry-After says when to ask again.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Error"}
+        "503":
+          description: Too many checks in flight, or the store is unavailable.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Error"}
   /list:
     get:
       operationId: list
@@ -306,6 +350,45 @@ components:
           minimum: 0
           description: The registry's revision. A node whose list is at this revision has nothing to fetch from /list.
         min_poll_interval_seconds: {$ref: "#/components/schemas/MinPollInterval"}
+    ReachRequest:
+      type: object
+      additionalProperties: false
+      required: [node_id, secret, endpoints]
+      properties:
+        node_id: {$ref: "#/components/schemas/NodeID"}
+        secret: {type: string, minLength: 1, maxLength: 128}
+        endpoints:
+          type: array
+          minItems: 1
+          maxItems: 8
+          items:
+            type: object
+            additionalProperties: false
+            required: [port]
+            properties:
+              transport: {type: string, pattern: "^[a-z0-9][a-z0-9._-]{0,31}$"}
+              host: {$ref: "#/components/schemas/Host"}
+              port: {type: integer, minimum: 1, maximum: 65535}
+    ReachResponse:
+      type: object
+      additionalProperties: false
+      required: [node_id, source_address, results]
+      properties:
+        node_id: {$ref: "#/components/schemas/NodeID"}
+        source_address: {type: string, description: "The request's source IP: the only address dialled."}
+        results:
+          type: array
+          items:
+            type: object
+            additionalProperties: false
+            required: [host, port, outcome, detail, elapsed_ms]
+            properties:
+              transport: {type: string}
+              host: {type: string}
+              port: {type: integer, minimum: 1, maximum: 65535}
+              outcome: {type: string, enum: [reachable, refused, timed_out, not_tls, closed, not_allowed]}
+              detail: {type: string}
+              elapsed_ms: {type: number, minimum: 0}
     MinPollInterval:
       type: integer
       minimum: 0

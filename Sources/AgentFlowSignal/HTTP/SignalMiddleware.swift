@@ -142,6 +142,7 @@ enum JSONResponse {
         var headers = HTTPFields()
         if error.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         if let allow = error.allow { headers[.allow] = allow }
+        if let seconds = error.retryAfterSeconds { headers[.retryAfter] = String(seconds) }
         // Encoding a struct of two strings cannot fail.
         return (try? make(body, status: error.status, headers: headers)) ?? Response(status: error.status)
     }

@@ -8,12 +8,19 @@ import HTTPTypes
 import Hummingbird
 
 /// The REST API of the signal server; docs/signal-openapi.yaml describes it exactly.
+/// `GET /healthz`: up, and the STUN port (so a probe finds it without registering).
+struct HealthAnswer: Encodable {
+    var status: String
+    var stunPort: Int?
+    enum CodingKeys: String, CodingKey { case status, stunPort = "stun_port" }
+}
+
 enum SignalRoutes {
     /// Every route and its method, as the OpenAPI document lists them: another
     /// method on one of these paths is a 405 with `Allow`, not a 404.
     static let methods: [String: String] = [
         "/healthz": "GET", "/register": "POST", "/heartbeat": "POST", "/deregister": "POST",
-        "/list": "GET", "/metrics": "GET", "/openapi.yaml": "GET",
+        "/list": "GET", "/metrics": "GET", "/openapi.yaml": "GET", "/reach": "POST",
     ]
 
     static func router(registry: SignalRegistry, config: SignalConfig, openAPIDocument: [UInt8]) -> Router<SignalRequestContext> {
@@ -27,7 +34,7 @@ enum SignalRoutes {
         let maxBody = config.http.maxBodyBytes
 
         router.get("/healthz") { _, _ in
-            try JSONResponse.make(["status": "ok"])
+            try JSONResponse.make(HealthAnswer(status: "ok", stunPort: registry.boundSTUNPort.withLock { $0 }))
         }
 
         router.post("/register") { request, context in
@@ -46,6 +53,12 @@ enum SignalRoutes {
             let body = try await readBody(request, limit: maxBody)
             let revision = try await registry.deregister(body: body.readableBytesView)
             return try JSONResponse.make(["revision": revision])
+        }
+
+        let reach = ReachChecker(registry: registry, settings: config.reach)
+        router.post("/reach") { request, context in
+            let body = try await readBody(request, limit: maxBody)
+            return try JSONResponse.make(try await reach.check(body: body.readableBytesView, sourceIP: context.observedAddress))
         }
 
         router.get("/list") { request, _ in

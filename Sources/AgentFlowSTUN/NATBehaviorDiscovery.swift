@@ -1,0 +1,124 @@
+public import AgentFlowCore
+import NIOCore
+
+/// Runs the RFC 5780 tests against one STUN server and classifies the NAT.
+///
+/// - Mapping (§4.3): one socket asks the primary address (test I), then the
+///   alternate IP at the primary port (II), then the alternate IP and port
+///   (III), and compares the mapped addresses.
+/// - Filtering (§4.4): a fresh socket, which has sent only to the primary
+///   address, asks for answers from the alternate IP and port (II), then from
+///   the alternate port only (III).
+/// - Hairpinning (§4.5): the mapping socket sends a request to its own mapped
+///   address and waits for it to come back.
+///
+/// Requests are padded so the server has room for OTHER-ADDRESS and
+/// RESPONSE-ORIGIN: AgentFlow's responder never answers with more bytes than
+/// it received.
+public struct NATBehaviorDiscovery: Sendable {
+    /// How long one test waits for its answer (retransmitting meanwhile).
+    /// An unanswered filtering test costs this much.
+    public var answerTimeout: Duration
+
+    public init(answerTimeout: Duration = .seconds(1)) {
+        self.answerTimeout = answerTimeout
+    }
+
+    /// What one run found.
+    public struct Result: Sendable {
+        public var server: HostPort
+        public var observations: NATObservations
+        public var behavior: NATBehavior
+        /// Test I's round trip.
+        public var roundTrip: Duration
+        /// RESPONSE-ORIGIN of test I, when given.
+        public var responseOrigin: STUNAddress?
+    }
+
+    /// Padded to hold our responder's largest plain answer (IPv6 with both RFC 5780 addresses and FINGERPRINT).
+    static let requestBytes = 112
+
+    static func request(_ attributes: [STUNMessage.Attribute] = []) throws -> (bytes: [UInt8], id: [UInt8]) {
+        let id = (0..<12).map { _ in UInt8.random(in: 0...255) }
+        var message = STUNMessage(type: .bindingRequest, transactionID: id, attributes: attributes)
+        let unpadded = try message.encode(fingerprint: true).count
+        if unpadded < requestBytes {
+            message.attributes.append(.init(type: STUNMessage.AttributeType.padding, value: [UInt8](repeating: 0, count: (requestBytes - unpadded - 4 + 3) & ~3)))
+        }
+        return (try message.encode(fingerprint: true), id)
+    }
+
+    /// Test I only: the mapped address and the round trip (`nil` when the server did not answer).
+    public func bind(_ server: HostPort) async throws -> (mapped: STUNAddress, roundTrip: Duration, answer: STUNSocket.Answer)? {
+        let remote = try SocketAddress.makeAddressResolvingHost(server.host, port: server.port)
+        let socket = try await STUNSocket.bind(host: remote.protocol == .inet6 ? "::" : "0.0.0.0")
+        defer { Task { await socket.close() } }
+        return try await testI(socket, remote)
+    }
+
+    private func testI(_ socket: STUNSocket, _ remote: SocketAddress) async throws -> (mapped: STUNAddress, roundTrip: Duration, answer: STUNSocket.Answer)? {
+        let request = try Self.request()
+        guard let answer = try await socket.transact(request.bytes, transactionID: request.id, to: remote, timeout: answerTimeout),
+              let mapped = Self.mapped(answer)
+        else { return nil }
+        return (mapped, answer.roundTrip, answer)
+    }
+
+    static func mapped(_ answer: STUNSocket.Answer) -> STUNAddress? {
+        guard answer.message.type == STUNMessage.MessageType.bindingSuccess.rawValue else { return nil }
+        if let value = answer.message.attribute(STUNMessage.AttributeType.xorMappedAddress) {
+            return STUNAddress.xorDecoded(value, transactionID: answer.message.transactionID)
+        }
+        return answer.message.attribute(STUNMessage.AttributeType.mappedAddress).flatMap(STUNAddress.plainDecoded)
+    }
+
+    /// Every test; `hairpinning` adds the hairpin test. Throws only when the
+    /// server cannot be resolved; an unanswered test I is `nil`.
+    public func discover(_ server: HostPort, hairpinning: Bool = true) async throws -> Result? {
+        let remote = try SocketAddress.makeAddressResolvingHost(server.host, port: server.port)
+        let localIP = try await STUNSocket.localIP(toward: remote)
+        let mappingSocket = try await STUNSocket.bind(host: localIP)
+        defer { Task { await mappingSocket.close() } }
+        guard let local = STUNAddress(mappingSocket.localAddress),
+              let first = try await testI(mappingSocket, remote)
+        else { return nil }
+        var observations = NATObservations(local: local, mapped: first.mapped)
+        let origin = first.answer.message.attribute(STUNMessage.AttributeType.responseOrigin).flatMap(STUNAddress.plainDecoded)
+        observations.otherAddress = first.answer.message.attribute(STUNMessage.AttributeType.otherAddress).flatMap(STUNAddress.plainDecoded)
+        if let other = observations.otherAddress {
+            // Mapping.
+            if first.mapped != local {
+                let alternateIP = try STUNAddress(ip: other.ip, port: UInt16(server.port)).socketAddress
+                let request = try Self.request()
+                if let answer = try await mappingSocket.transact(request.bytes, transactionID: request.id, to: alternateIP, timeout: answerTimeout) {
+                    observations.mappedAtAlternateIP = Self.mapped(answer)
+                }
+                if let second = observations.mappedAtAlternateIP, second != first.mapped {
+                    let request = try Self.request()
+                    if let answer = try await mappingSocket.transact(request.bytes, transactionID: request.id, to: other.socketAddress, timeout: answerTimeout) {
+                        observations.mappedAtAlternate = Self.mapped(answer)
+                    }
+                }
+            }
+            // Filtering, from a socket that has talked only to the primary address.
+            let filteringSocket = try await STUNSocket.bind(host: localIP)
+            defer { Task { await filteringSocket.close() } }
+            if try await testI(filteringSocket, remote) != nil {
+                let both = try Self.request([STUNMessage.changeRequest(ip: true, port: true)])
+                let answeredBoth = try await filteringSocket.transact(both.bytes, transactionID: both.id, to: remote, timeout: answerTimeout)
+                observations.answeredFromOtherAddress = answeredBoth.map { Self.mapped($0) != nil } ?? false
+                if observations.answeredFromOtherAddress == false {
+                    let port = try Self.request([STUNMessage.changeRequest(ip: false, port: true)])
+                    let answeredPort = try await filteringSocket.transact(port.bytes, transactionID: port.id, to: remote, timeout: answerTimeout)
+                    observations.answeredFromOtherPort = answeredPort.map { Self.mapped($0) != nil } ?? false
+                }
+            }
+        }
+        if hairpinning, first.mapped != local {
+            let request = try Self.request()
+            let came = try await mappingSocket.transact(request.bytes, transactionID: request.id, to: first.mapped.socketAddress, timeout: answerTimeout)
+            observations.hairpinned = came != nil
+        }
+        return Result(server: server, observations: observations, behavior: .classify(observations), roundTrip: first.roundTrip, responseOrigin: origin)
+    }
+}

@@ -13,7 +13,7 @@ struct AgentFlowCommand: AsyncParsableCommand {
             AGENTFLOW_<ROLE>__<KEY>__<SUBKEY>, e.g. AGENTFLOW_MASTER__MESH__MAX_PEERS=3.
             """,
         version: AgentFlowVersion.current,
-        subcommands: [MasterCommand.self, DemoCommand.self, SignalCommand.self, CertsCommand.self, ConfigCommand.self, ModulesCommand.self]
+        subcommands: [MasterCommand.self, DemoCommand.self, SignalCommand.self, CertsCommand.self, ConfigCommand.self, ModulesCommand.self, ProbeCommand.self]
         )
     }
 

@@ -2,6 +2,7 @@ public import AgentFlowCore
 import AgentFlowDiscovery
 import AgentFlowGRPC
 import AgentFlowInMemory
+import AgentFlowProbes
 import AgentFlowTCP
 
 /// The modules AgentFlow ships, ready to extend.
@@ -17,7 +18,8 @@ import AgentFlowTCP
 /// ```
 public enum AgentFlowModules {
     /// `grpc` (the default transport), `tcp` and `memory` transports; `signal`
-    /// (the default discovery), `static` and `memory` discovery.
+    /// (the default discovery), `static` and `memory` discovery; the `signal`,
+    /// `stun` and `reach` probes.
     public static var standard: ModuleRegistry {
         var registry = ModuleRegistry()
         // The first registered transport is the default: gRPC, which any gRPC client can reach.
@@ -27,6 +29,9 @@ public enum AgentFlowModules {
         registry.register(discovery: InMemoryDiscoveryModule.self)
         registry.register(discovery: StaticPeersDiscoveryModule.self)
         registry.register(discovery: SignalDiscoveryModule.self)
+        registry.register(probe: SignalProbeModule.self)
+        registry.register(probe: STUNProbeModule.self)
+        registry.register(probe: ReachProbeModule.self)
         // A master with no config looks for a signal server on loopback (it keeps running without one).
         registry.defaultDiscovery = SignalDiscoveryModule.name
         return registry

@@ -94,7 +94,10 @@ public final class MasterNode: Sendable {
             },
             logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: MeshService(mesh: mesh)), .init(service: ClusterService(cluster: cluster, monitor: monitor))],
+            services: [
+                .init(service: app), .init(service: MeshService(mesh: mesh)), .init(service: ClusterService(cluster: cluster, monitor: monitor)),
+                .init(service: ProbeService(config: config, mesh: mesh, logger: logger), successTerminationBehavior: .ignore),
+            ],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         do {

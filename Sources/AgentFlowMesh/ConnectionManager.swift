@@ -79,6 +79,10 @@ actor ConnectionManager {
     private var neighbourLinks: [NodeID: Set<NodeID>] = [:]
     private var linksEstablished = 0
     private var unidentified: [DiscoveredEndpoint: Unidentified] = [:]
+    /// What each node's probes found (its own, or passed on by peers): the newest per node.
+    private var reachability: [NodeID: PeerReachability] = [:]
+    /// This node's own, from its probes.
+    private(set) var ownReachability: PeerReachability?
 
     init(identity: LocalIdentity, options: MeshOptions, logger: Logger) {
         self.identity = identity
@@ -105,6 +109,24 @@ actor ConnectionManager {
 
     func setAdvertised(_ endpoints: [DiscoveredEndpoint]) {
         identity.advertised = endpoints
+    }
+
+    /// This node's probe results: told to every link at the next exchange (now).
+    func setReachability(_ value: PeerReachability) {
+        let changed = ownReachability.map { ($0.dialable, $0.publicAddress, $0.mapping, $0.filtering) != (value.dialable, value.publicAddress, value.mapping, value.filtering) } ?? true
+        ownReachability = value
+        if changed { exchangeDue = true }
+    }
+
+    /// What `id`'s probes last said; nil when nothing was heard.
+    func reachability(of id: NodeID) -> PeerReachability? { reachability[id] }
+
+    /// True when this node leaves the dialling of `id` to `id`: its dial-back
+    /// failed, and this node is reachable from outside (or has not probed), so
+    /// it is not on the inside of `id`'s network with it. Two nodes that are
+    /// both not dialable still try each other: they may share a LAN.
+    private func leavesDialling(to id: NodeID) -> Bool {
+        reachability[id]?.dialable == .no && ownReachability?.dialable != .no
     }
 
     // MARK: Discovery
@@ -221,6 +243,17 @@ actor ConnectionManager {
         return plans
     }
 
+    /// The members whose preferred peers include this node (under `max_peers`),
+    /// memoised per membership: the ring's other half of "either end prefers it".
+    private var preferringCache: (members: Set<NodeID>, result: Set<NodeID>)?
+    private func preferringThisNode(_ members: Set<NodeID>) -> Set<NodeID> {
+        guard options.maxPeers > 0 else { return members.subtracting([identity.nodeID]) }
+        if let cached = preferringCache, cached.members == members { return cached.result }
+        let result = Set(members.filter { $0 != identity.nodeID && MeshTopology.preferredPeers(of: $0, among: members, maxPeers: options.maxPeers).contains(identity.nodeID) })
+        preferringCache = (members, result)
+        return result
+    }
+
     /// Peers the topology wants linked, given everything this node knows.
     private func members() -> Set<NodeID> {
         Set(peers.keys).subtracting(retired).union([identity.nodeID])
@@ -231,10 +264,20 @@ actor ConnectionManager {
         guard !shuttingDown else { return [] }
         let now = ContinuousClock.now
         let members = members()
-        let wanted = MeshTopology.preferredPeers(of: identity.nodeID, among: members, maxPeers: options.maxPeers)
+        var wanted = MeshTopology.preferredPeers(of: identity.nodeID, among: members, maxPeers: options.maxPeers)
+        if ownReachability?.dialable == .no {
+            // Peers outside leave the dialling to this node: it also dials those that prefer it.
+            wanted.formUnion(preferringThisNode(members))
+        }
         var plans: [DialPlan] = []
         for id in wanted.sorted() {
             guard var peer = peers[id], peer.link == nil, !peer.dialling, now >= peer.nextAttempt else { continue }
+            if leavesDialling(to: id) {
+                peer.lastError = "not dialable from outside (its reach probe); it dials this node"
+                peer.nextAttempt = now + .seconds(1)
+                peers[id] = peer
+                continue
+            }
             let candidates = endpoints(for: id)
             guard !candidates.isEmpty else {
                 let offered = offeredTransports(of: id)
@@ -394,6 +437,7 @@ actor ConnectionManager {
         me.lastSeenUnixMicros = now
         me.labels = identity.labels
         me.linkedPeers = liveLinks.map(\.peerID.rawValue)
+        if let ownReachability { me.reachability = ownReachability.wire }
         exchange.peers.append(me)
         for entry in book.entries.values.sorted(by: { $0.lastSeenMicros > $1.lastSeenMicros }).prefix(1_000) {
             var info = Agentflow_Mesh_V1_PeerInfo()
@@ -401,6 +445,7 @@ actor ConnectionManager {
             info.endpoints = entry.discoveredEndpoints.map(\.wire)
             info.lastSeenUnixMicros = entry.lastSeenMicros
             info.labels = entry.labels
+            if let known = reachability[entry.nodeID] { info.reachability = known.wire }
             exchange.peers.append(info)
         }
         var envelope = Envelope()
@@ -414,6 +459,17 @@ actor ConnectionManager {
         let now = unixMicros()
         if let own = exchange.peers.first(where: { $0.nodeID == link.peerID.rawValue }) {
             neighbourLinks[link.peerID] = Set(own.linkedPeers.prefix(10_000).compactMap { NodeID($0) })
+        }
+        for info in exchange.peers.prefix(2_000) where info.hasReachability {
+            guard let id = NodeID(info.nodeID), id != identity.nodeID, let heard = PeerReachability(wire: info.reachability) else { continue }
+            // The node's own word is newest; a clock ahead of ours counts as now.
+            var value = heard
+            value.checkedAtMicros = min(value.checkedAtMicros, now)
+            if let known = reachability[id], known.checkedAtMicros >= value.checkedAtMicros { continue }
+            if reachability[id]?.dialable != value.dialable {
+                logger.info("\(id) says it is \(value.dialable == .no ? "not " : "")dialable from outside\(value.dialable == .no ? ": it dials out; this node leaves the dialling to it" : "")")
+            }
+            reachability[id] = value
         }
         let entries: [PeerBook.Entry] = exchange.peers.prefix(2_000).compactMap { info in
             guard let id = NodeID(info.nodeID), id != identity.nodeID, !retired.contains(id) else { return nil }
@@ -505,7 +561,7 @@ actor ConnectionManager {
                 lastError: peer.lastError, failures: peer.failures,
                 nextAttemptInMilliseconds: state == .backoff ? Int(wait.inMilliseconds) : nil,
                 messagesReceived: link?.counters.received, messagesSent: link?.counters.sent,
-                sources: peer.sources.sorted(), labels: peer.labels)
+                sources: peer.sources.sorted(), labels: peer.labels, reachability: reachability[peer.id])
         }
     }
 

@@ -37,6 +37,7 @@ public final class MeshNode: Sendable {
         var listening: [DiscoveredEndpoint] = []
         var discoveryTask: Task<Void, Never>?
         var discoveryFailure: String?
+        var probeReports: [ProbeReport] = []
         var shutDown = false
     }
 
@@ -383,9 +384,21 @@ public final class MeshNode: Sendable {
             nodeID: identity.nodeID.rawValue, name: identity.displayName, cluster: identity.clusterName, incarnation: identity.incarnation,
             startedAt: Timestamp.string(startedAt), version: AgentFlowVersion.current, transport: identity.transport,
             transports: identity.transports, listen: listeningAddress?.description, listening: listening.map(\.description), advertised: identity.advertised.map(\.description), tls: usesTLS,
-            maxPeers: options.maxPeers, discovery: discoveryStatus, labels: identity.labels)
+            maxPeers: options.maxPeers, discovery: discoveryStatus, labels: identity.labels,
+            reachability: await manager.ownReachability, probes: state.withLock { $0.probeReports })
         return MeshStatus(local: local, peers: peers, linkCount: peers.filter { $0.state == .connected }.count)
     }
+
+    /// Records this node's latest probe reports and what they say about
+    /// reaching it: shown in the status, and told to peers (who stop dialling
+    /// a node that is not dialable from outside; it dials them).
+    public func setProbeResults(_ reports: [ProbeReport], reachability: PeerReachability?) async {
+        state.withLock { $0.probeReports = reports }
+        if let reachability { await manager.setReachability(reachability) }
+    }
+
+    /// What `id`'s probes last said, as heard through peer exchange.
+    public func reachability(of id: NodeID) async -> PeerReachability? { await manager.reachability(of: id) }
 
     /// Counters for `/metrics`.
     public func counters() async -> (dialFailures: Int, linksEstablished: Int) { await manager.counters }

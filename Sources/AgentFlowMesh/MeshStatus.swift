@@ -1,3 +1,5 @@
+public import AgentFlowCore
+
 /// One peer as `GET /api/cluster/status` shows it.
 public struct PeerStatus: Codable, Sendable, Hashable {
     public enum State: String, Codable, Sendable {
@@ -34,8 +36,11 @@ public struct PeerStatus: Codable, Sendable, Hashable {
     /// How this node knows the peer: discovery, peer_book, peer_exchange, inbound, dialled.
     public var sources: [String]
     public var labels: [String: String]
+    /// What the peer's probes said about reaching it from outside; nil when nothing was heard.
+    public var reachability: PeerReachability?
 
     enum CodingKeys: String, CodingKey {
+        case reachability
         case nodeID = "node_id", name, state, direct, transport, direction, remoteAddress = "remote_address", endpoints
         case rttMilliseconds = "rtt_ms", connectedSince = "connected_since", lastConnected = "last_connected"
         case lastDisconnected = "last_disconnected", lastError = "last_error", failures
@@ -65,10 +70,14 @@ public struct LocalStatus: Codable, Sendable, Hashable {
     public var maxPeers: Int
     public var discovery: DiscoveryStatus
     public var labels: [String: String]
+    /// What this node's probes found, in short (what peers are told); nil before they ran.
+    public var reachability: PeerReachability?
+    /// The latest report of each probe the master runs (`probes.run`), in order.
+    public var probes: [ProbeReport]
 
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", name, cluster, incarnation, startedAt = "started_at", version, transport, transports, listen, listening, advertised, tls
-        case maxPeers = "max_peers", discovery, labels
+        case maxPeers = "max_peers", discovery, labels, reachability, probes
     }
 }
 

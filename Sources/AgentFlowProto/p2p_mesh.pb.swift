@@ -179,6 +179,51 @@ public nonisolated enum Agentflow_Mesh_V1_CommandStatus: SwiftProtobuf.Enum, Swi
 
 }
 
+/// Whether the outside can open a link to a node.
+public nonisolated enum Agentflow_Mesh_V1_Dialable: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Not probed (or no verdict yet): dial it as usual.
+  case unspecified // = 0
+
+  /// The signal server's dial-back reached its P2P port.
+  case yes // = 1
+
+  /// The dial-back did not: nodes outside its network leave the dialling to it.
+  case no // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .yes
+    case 2: self = .no
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .yes: return 1
+    case .no: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Agentflow_Mesh_V1_Dialable] = [
+    .unspecified,
+    .yes,
+    .no,
+  ]
+
+}
+
 /// One message on a link.
 public nonisolated struct Agentflow_Mesh_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -863,6 +908,44 @@ public nonisolated struct Agentflow_Mesh_V1_PeerInfo: Sendable {
   /// relay skips forwarding an origin's events to a peer linked to that origin.
   public var linkedPeers: [String] = []
 
+  /// What the node's probes found about reaching it from outside: set by the
+  /// node itself, passed on unchanged by others (the newest `checked_at` wins).
+  public var reachability: Agentflow_Mesh_V1_Reachability {
+    get {_reachability ?? Agentflow_Mesh_V1_Reachability()}
+    set {_reachability = newValue}
+  }
+  /// Returns true if `reachability` has been explicitly set.
+  public var hasReachability: Bool {self._reachability != nil}
+  /// Clears the value of `reachability`. Subsequent reads from it will return its default value.
+  public mutating func clearReachability() {self._reachability = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _reachability: Agentflow_Mesh_V1_Reachability? = nil
+}
+
+/// A node's own probe results, in short (the `stun` and `reach` probes).
+public nonisolated struct Agentflow_Mesh_V1_Reachability: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Its address as a STUN server saw it ("" unknown).
+  public var publicAddress: String = String()
+
+  /// RFC 4787 mapping class ("endpoint-independent", "address-dependent",
+  /// "address-and-port-dependent"), "none" without NAT, "" unknown.
+  public var mapping: String = String()
+
+  /// RFC 4787 filtering class, same values.
+  public var filtering: String = String()
+
+  public var dialable: Agentflow_Mesh_V1_Dialable = .unspecified
+
+  public var checkedAtUnixMicros: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -895,6 +978,10 @@ nonisolated extension Agentflow_Mesh_V1_AlertSeverity: SwiftProtobuf._ProtoNameP
 
 nonisolated extension Agentflow_Mesh_V1_CommandStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COMMAND_STATUS_UNSPECIFIED\0\u{1}COMMAND_STATUS_OK\0\u{1}COMMAND_STATUS_FAILED\0\u{1}COMMAND_STATUS_REFUSED\0\u{1}COMMAND_STATUS_UNKNOWN_ACTION\0\u{1}COMMAND_STATUS_UNREACHABLE\0\u{1}COMMAND_STATUS_TIMEOUT\0")
+}
+
+nonisolated extension Agentflow_Mesh_V1_Dialable: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DIALABLE_UNSPECIFIED\0\u{1}DIALABLE_YES\0\u{1}DIALABLE_NO\0")
 }
 
 nonisolated extension Agentflow_Mesh_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2181,7 +2268,7 @@ nonisolated extension Agentflow_Mesh_V1_PeerExchange: SwiftProtobuf.Message, Swi
 
 nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{3}linked_peers\0\u{c}\u{6}\u{2}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{3}linked_peers\0\u{1}reachability\0\u{c}\u{7}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2194,12 +2281,17 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenUnixMicros) }()
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.linkedPeers) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._reachability) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.nodeID.isEmpty {
       try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
     }
@@ -2215,6 +2307,9 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     if !self.linkedPeers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.linkedPeers, fieldNumber: 5)
     }
+    try { if let v = self._reachability {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2224,6 +2319,57 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     if lhs.lastSeenUnixMicros != rhs.lastSeenUnixMicros {return false}
     if lhs.labels != rhs.labels {return false}
     if lhs.linkedPeers != rhs.linkedPeers {return false}
+    if lhs._reachability != rhs._reachability {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_Reachability: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Reachability"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}public_address\0\u{1}mapping\0\u{1}filtering\0\u{1}dialable\0\u{3}checked_at_unix_micros\0\u{c}\u{6}\u{2}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.publicAddress) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.mapping) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.filtering) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.dialable) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.checkedAtUnixMicros) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.publicAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.publicAddress, fieldNumber: 1)
+    }
+    if !self.mapping.isEmpty {
+      try visitor.visitSingularStringField(value: self.mapping, fieldNumber: 2)
+    }
+    if !self.filtering.isEmpty {
+      try visitor.visitSingularStringField(value: self.filtering, fieldNumber: 3)
+    }
+    if self.dialable != .unspecified {
+      try visitor.visitSingularEnumField(value: self.dialable, fieldNumber: 4)
+    }
+    if self.checkedAtUnixMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.checkedAtUnixMicros, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_Reachability, rhs: Agentflow_Mesh_V1_Reachability) -> Bool {
+    if lhs.publicAddress != rhs.publicAddress {return false}
+    if lhs.mapping != rhs.mapping {return false}
+    if lhs.filtering != rhs.filtering {return false}
+    if lhs.dialable != rhs.dialable {return false}
+    if lhs.checkedAtUnixMicros != rhs.checkedAtUnixMicros {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

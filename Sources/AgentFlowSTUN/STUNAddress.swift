@@ -23,14 +23,15 @@ public struct STUNAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a textual IPv4 or IPv6 address (`inet_pton`); nil if it is neither.
     public init?(ip text: String, port: UInt16) {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            self.init(ip: withUnsafeBytes(of: v4) { Array($0) }, port: port)
+        // Plain byte buffers: `inet_pton` writes the address in network order.
+        var v4 = [UInt8](repeating: 0, count: 4)
+        if v4.withUnsafeMutableBytes({ inet_pton(AF_INET, text, $0.baseAddress) }) == 1 {
+            self.init(ip: v4, port: port)
             return
         }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, text, &v6) == 1 {
-            self.init(ip: withUnsafeBytes(of: v6) { Array($0) }, port: port)
+        var v6 = [UInt8](repeating: 0, count: 16)
+        if v6.withUnsafeMutableBytes({ inet_pton(AF_INET6, text, $0.baseAddress) }) == 1 {
+            self.init(ip: v6, port: port)
             return
         }
         return nil

@@ -16,6 +16,24 @@ public struct MasterConfig: Sendable {
     public var api: APISettings
     /// `state:`, `monitor:`, `tasks:`, `alerts:`, `commands:`.
     public var cluster: ClusterSettings
+    public var probes: ProbeSettings
+
+    /// The `probes:` block: what the master checks about its own reachability.
+    public struct ProbeSettings: Sendable {
+        /// Every registered probe with its options (`probes.<name>`), so
+        /// `agentflow probe NAME` runs any of them with this config.
+        public var modules: [String: ConfiguredProbe]
+        /// `run:` — the probes the master runs at start and every `interval`.
+        /// Default: `stun` and `reach` when discovery is `signal` (the cluster's
+        /// signal server answers both), else none.
+        public var run: [String]
+        /// Default 10m.
+        public var interval: ConfigDuration
+        /// Wait after start before the first round, so discovery has registered the node. Default 5s.
+        public var initialDelay: ConfigDuration
+        /// One probe's budget. Default 20s.
+        public var timeout: ConfigDuration
+    }
 
     /// The `node:` block.
     public struct NodeSettings: Sendable {
@@ -143,7 +161,10 @@ public struct MasterConfig: Sendable {
 
         let cluster = try ClusterSettings.decode(from: root)
 
-        return MasterConfig(node: node, log: log, transport: transport, security: security, discovery: discovery, mesh: mesh, api: api, cluster: cluster)
+        let probes = try ProbeSettings.decode(from: root.section("probes"), registry: registry, discoveryName: discoveryName)
+
+        return MasterConfig(node: node, log: log, transport: transport, security: security, discovery: discovery, mesh: mesh, api: api, cluster: cluster,
+                            probes: probes)
     }
 
     /// The host name made into a valid node id, so a node with no config gets a sensible one.
@@ -232,5 +253,27 @@ extension MasterConfig.TransportSettings {
         }
         try section.finish()
         return Self(modules: modules, listeners: listeners, advertise: plain, advertisedEndpoints: endpoints)
+    }
+}
+
+extension MasterConfig.ProbeSettings {
+    static func decode(from section: ConfigSection, registry: ModuleRegistry, discoveryName: String) throws(ConfigError) -> Self {
+        var modules: [String: ConfiguredProbe] = [:]
+        for (name, registration) in registry.probes {
+            modules[name] = try registration.configure(from: try section.section(name))
+        }
+        let defaultRun = discoveryName == "signal" ? ["stun", "reach"].filter { registry.probes[$0] != nil } : []
+        let runPath = section.path.appending(key: "run")
+        let run: [String] = try section.list("run", default: defaultRun)
+        for (index, name) in run.enumerated() where registry.probes[name] == nil {
+            _ = try ModuleRegistry.lookUp(name, in: registry.probes, kind: "probe", path: runPath.appending(index: index), source: section.source)
+        }
+        let settings = Self(
+            modules: modules, run: run,
+            interval: try section.value("interval", default: .seconds(600), in: .seconds(10) ... .seconds(7 * 86_400)),
+            initialDelay: try section.value("initial_delay", default: .seconds(5), in: .seconds(0) ... .seconds(3_600)),
+            timeout: try section.value("timeout", default: .seconds(20), in: .seconds(1) ... .seconds(600)))
+        try section.finish()
+        return settings
     }
 }

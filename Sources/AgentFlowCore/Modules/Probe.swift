@@ -11,8 +11,8 @@ public protocol Probe: Sendable {
 }
 
 /// The result of a probe, printable as text or JSON.
-public struct ProbeReport: Sendable, Hashable {
-    public enum Outcome: String, Sendable, Hashable {
+public struct ProbeReport: Sendable, Hashable, Codable {
+    public enum Outcome: String, Sendable, Hashable, Codable {
         case passed, failed
     }
 
@@ -23,7 +23,7 @@ public struct ProbeReport: Sendable, Hashable {
     /// Measured facts, in order (`mapped_address: 203.0.113.7:40112`, `rtt_ms: 12.4`).
     public var facts: [Fact]
 
-    public struct Fact: Sendable, Hashable {
+    public struct Fact: Sendable, Hashable, Codable {
         public var name: String
         public var value: String
         public init(_ name: String, _ value: String) {

@@ -380,7 +380,7 @@ let package = Package(
         .testTarget(
             name: "AgentFlowProbeTests",
             dependencies: [
-                "AgentFlowProbes", "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTesting", "AgentFlowDiscovery",
+                "AgentFlowProbes", "AgentFlowSignal", "AgentFlowSTUN", "AgentFlowCore", "AgentFlowTesting", "AgentFlowDiscovery", "AgentFlowTLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -67,13 +67,14 @@ public struct NATBehavior: Sendable, Hashable {
     public static func classify(_ observations: NATObservations) -> NATBehavior {
         var notes: [String] = []
         let behindNAT = observations.mapped != observations.local
-        var mapping: NATBehaviorClass?
+        // Without NAT there is no mapping to vary: the address is the socket's own.
+        var mapping: NATBehaviorClass? = behindNAT ? nil : .endpointIndependent
         var filtering: NATBehaviorClass?
         if observations.otherAddress == nil {
             notes.append("the STUN server gave no OTHER-ADDRESS, so mapping and filtering were not tested (it needs a second address: stun.alternate)")
         } else {
             if !behindNAT {
-                mapping = .endpointIndependent
+                // Set above.
             } else if let second = observations.mappedAtAlternateIP {
                 if second == observations.mapped {
                     mapping = .endpointIndependent

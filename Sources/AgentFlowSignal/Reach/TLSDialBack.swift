@@ -83,24 +83,36 @@ struct TLSDialBack: Sendable {
         }
         let hello = Self.clientHello()
         let timeout = self.timeout
+        // A server that speaks first (SSH, SMTP) may answer and close before the
+        // ClientHello is written: read from the start, and judge by what arrived.
         do {
             return try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: hello))
-                return try await withThrowingTaskGroup(of: (Outcome, String).self) { group in
+                try await withThrowingTaskGroup(of: (Outcome, String)?.self) { group in
                     group.addTask {
                         var received: [UInt8] = []
-                        for try await buffer in inbound {
-                            received += buffer.readableBytesView
-                            if received.count >= 3 { return Self.classify(firstBytes: received) }
+                        do {
+                            for try await buffer in inbound {
+                                received += buffer.readableBytesView
+                                if received.count >= 3 { return Self.classify(firstBytes: received) }
+                            }
+                        } catch where !received.isEmpty {
+                            return Self.classify(firstBytes: received)
                         }
                         return received.isEmpty ? (.closed, "the connection was accepted, then closed without an answer") : Self.classify(firstBytes: received)
+                    }
+                    group.addTask {
+                        try? await outbound.write(ByteBuffer(bytes: hello))
+                        return nil
                     }
                     group.addTask {
                         try await Task.sleep(for: timeout)
                         return (.timedOut, "connected, but no answer to a TLS ClientHello within \(timeout)")
                     }
                     defer { group.cancelAll() }
-                    return try await group.next()!
+                    while let next = try await group.next() {
+                        if let next { return next }
+                    }
+                    return (.closed, "the connection ended without an answer")
                 }
             }
         } catch {

@@ -388,6 +388,11 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(
+            name: "AgentFlowNATTests",
+            dependencies: ["agentflow"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
             name: "AgentFlowCLITests",
             dependencies: ["agentflow", "AgentFlowCore"],
             swiftSettings: sharedSwiftSettings

@@ -28,7 +28,7 @@ final class NATLab: @unchecked Sendable {
     let router: String
     let home: String
     let folder: URL
-    private var processes: [Process] = []
+    private var processes: [String: Process] = [:]
 
     /// Root and `ip netns` are needed (CI and developer machines have both).
     static var available: Bool {
@@ -74,8 +74,8 @@ final class NATLab: @unchecked Sendable {
     }
 
     func teardown() {
-        for process in processes where process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+        for process in processes.values where process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         for ns in [home, router, pub] { _ = try? Self.run(["ip", "netns", "del", ns]) }
@@ -120,7 +120,7 @@ final class NATLab: @unchecked Sendable {
         try process.run()
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         try handle.close()
         return Output(status: process.terminationStatus, text: (try? String(contentsOf: file, encoding: .utf8)) ?? "")
@@ -144,7 +144,14 @@ final class NATLab: @unchecked Sendable {
         process.currentDirectoryURL = folder
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AGENTFLOW_") }.merging(environment) { $1 }
         try process.run()
-        processes.append(process)
+        processes[name] = process
+    }
+
+    /// SIGKILLs what `spawn` started as `name` (only that process: namespaces do not separate PIDs).
+    func kill(_ name: String) {
+        guard let process = processes[name], process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 
     func log(_ name: String) -> String {
@@ -217,4 +224,82 @@ func fact(_ report: [String: Any]?, _ name: String) -> String? {
 struct LabError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension NATLab {
+    /// A cluster CA and a certificate for each node, under `folder/<id>/certs`.
+    func makeCertificates(_ ids: [String]) throws {
+        let ca = folder.appending(path: "ca").path()
+        try Self.sh([Self.agentflow.path(), "certs", "ca", "--dir", ca])
+        for id in ids {
+            try Self.sh([Self.agentflow.path(), "certs", "node", id, "--ca-dir", ca, "--out", folder.appending(path: "\(id)/certs").path()])
+        }
+    }
+
+    /// Writes a master config for `id` and starts it in `ns`; its API listens on 127.0.0.1:8080 there.
+    func startMaster(_ id: String, in ns: String, listen: String, extra: String = "") throws {
+        let config = folder.appending(path: "\(id).yml")
+        try """
+            role: master
+            node:
+              id: \(id)
+              data_dir: \(folder.appending(path: id).path())
+            transport:
+              kind: tcp
+              listen: \(listen)
+              connect_timeout: 1s
+            discovery:
+              kind: signal
+              url: http://\(Self.publicIP):7070
+              token: \(Self.token)
+              poll_interval: 1s
+            mesh:
+              ping_interval: 1s
+              peer_timeout: 4s
+              reconnect_max_delay: 2s
+              peer_exchange_interval: 1s
+            probes:
+              run: [stun, reach]
+              initial_delay: 1s
+              interval: 10s
+              timeout: 15s
+            \(extra)
+            """.write(to: config, atomically: true, encoding: .utf8)
+        try spawn(ns, name: id, [Self.agentflow.path(), "master", "--config", config.path()])
+    }
+
+    /// `GET /api/cluster/status` of the master in `ns`.
+    func status(_ ns: String) throws -> [String: Any] {
+        let output = try run(ns, ["curl", "-sf", "--max-time", "3", "http://127.0.0.1:8080/api/cluster/status"], timeout: 5)
+        guard output.status == 0, let json = try? JSONSerialization.jsonObject(with: Data(output.text.utf8)) as? [String: Any] else {
+            throw LabError("no status from the master in \(ns) (curl \(output.status)): \(output.text)")
+        }
+        return json
+    }
+
+    /// Polls `condition` on `ns`'s status every 250 ms for `seconds`; returns the last status.
+    func waitStatus(_ ns: String, within seconds: Double, _ what: String, _ condition: ([String: Any]) -> Bool) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last: [String: Any] = [:]
+        while Date() < deadline {
+            if let status = try? status(ns) {
+                last = status
+                if condition(status) { return status }
+            }
+            usleep(250_000)
+        }
+        throw LabError("\(what): not within \(seconds) s; last status: \(last)")
+    }
+}
+
+/// The status's view of one peer.
+func peer(_ status: [String: Any], _ id: String) -> [String: Any]? {
+    let mesh = status["mesh"] as? [String: Any] ?? status
+    return (mesh["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == id }
+}
+
+/// The status's local section.
+func local(_ status: [String: Any]) -> [String: Any]? {
+    let mesh = status["mesh"] as? [String: Any] ?? status
+    return mesh["local"] as? [String: Any]
 }

@@ -13,7 +13,7 @@ struct ProbeCommand: AsyncParsableCommand {
             settings: the signal server from discovery.url, the node's secret from its data folder, the \
             P2P ports from transport.listen. Prints each report as text, or all as one JSON document \
             with --json. Exits 0 when every probe passed, 1 when one failed (its summary says why and \
-            what to do), 2 on a usage or config error. See docs/nat.md for reading the verdicts.
+            what to do) or the config is refused, 64 on a usage error. See docs/nat.md for reading the verdicts.
             """
     )
 
@@ -41,9 +41,16 @@ struct ProbeCommand: AsyncParsableCommand {
         let chosen = names.isEmpty
             ? order.filter { registry.probes[$0] != nil } + registry.probes.keys.filter { !order.contains($0) }.sorted()
             : names
-        for name in chosen where masterConfig.probes.modules[name] == nil {
-            let known = registry.probes.keys.sorted().joined(separator: ", ")
-            throw ValidationError("no probe named '\(name)' in this build; registered: \(known.isEmpty ? "none" : known)")
+        var configured = masterConfig.probes.modules
+        for name in chosen where configured[name] == nil {
+            guard let registration = registry.probes[name] else {
+                let known = registry.probes.keys.sorted().joined(separator: ", ")
+                throw ValidationError("no probe named '\(name)' in this build; registered: \(known.isEmpty ? "none" : known)")
+            }
+            // Not in this config: its defaults (a probe with required options says which, as config check would).
+            configured[name] = try loadConfigOrExit { () throws(ConfigError) in
+                try registration.configure(from: try ConfigSection.root(.empty).section("probes").section(name))
+            }
         }
         var budget = masterConfig.probes.timeout.duration
         if let timeout {
@@ -63,7 +70,7 @@ struct ProbeCommand: AsyncParsableCommand {
 
         var reports: [ProbeReport] = []
         for name in chosen {
-            let configured = masterConfig.probes.modules[name]!
+            let configured = configured[name]!
             let probe: any Probe
             do {
                 if name == STUNProbeModule.name, !servers.isEmpty {

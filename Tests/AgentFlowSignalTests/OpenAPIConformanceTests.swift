@@ -42,7 +42,7 @@ struct OpenAPIConformanceTests {
     func conformance() async throws {
         let token = "conformance-token-0123456789"
         let server = try await RunningSignalServer.start("auth:\n  token: \(token)\nhttp:\n  listen: 127.0.0.1:0\n  max_body_bytes: 1024\n")
-        #expect(operations.count == 7)
+        #expect(operations.count == 8)
         let served = try await server.call("GET", "/openapi.yaml", token: token)
         #expect(served.status == 200)
         #expect(served.headers.body == (try SignalServer.openAPIDocument()))
@@ -61,6 +61,11 @@ struct OpenAPIConformanceTests {
             ("POST", "/heartbeat", ["node_id": "conform-a", "secret": secret], nil, token),
             ("POST", "/heartbeat", ["node_id": "nobody", "secret": "x"], nil, token),
             ("POST", "/heartbeat", ["node_id": "conform-a", "secret": "x"], nil, token),
+            ("POST", "/reach", ["node_id": "conform-a", "secret": secret, "endpoints": [["port": 1]]], nil, token),
+            ("POST", "/reach", ["node_id": "conform-a", "secret": secret, "endpoints": [["port": 1]]], nil, token),
+            ("POST", "/reach", ["node_id": "conform-a", "secret": String(repeating: "x", count: 20), "endpoints": [["port": 1]]], nil, token),
+            ("POST", "/reach", ["node_id": "nobody", "secret": String(repeating: "x", count: 20), "endpoints": [["port": 1]]], nil, token),
+            ("POST", "/reach", ["node_id": "conform-a", "secret": secret, "endpoints": []], nil, token),
             ("GET", "/list", nil, nil, token),
             ("GET", "/list?since=1&label=a&transport=grpc", nil, nil, token),
             ("GET", "/list?since=x", nil, nil, token),
@@ -84,7 +89,7 @@ struct OpenAPIConformanceTests {
                 #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
             }
         }
-        #expect(seen.count >= 15)
+        #expect(seen.count >= 20)
 
         // Undocumented routes do not exist (404); another method on a documented path is a 405 naming the one allowed.
         for (method, path, allowed) in [("GET", "/register", "POST"), ("DELETE", "/list", "GET"), ("GET", "/admin", nil), ("PUT", "/heartbeat", "POST"), ("TRACE", "/metrics", "GET")] {

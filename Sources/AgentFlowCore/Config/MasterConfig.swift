@@ -20,8 +20,9 @@ public struct MasterConfig: Sendable {
 
     /// The `probes:` block: what the master checks about its own reachability.
     public struct ProbeSettings: Sendable {
-        /// Every registered probe with its options (`probes.<name>`), so
-        /// `agentflow probe NAME` runs any of them with this config.
+        /// The probes this config names — in `run`, or with a `probes.<name>`
+        /// block — with their options. `agentflow probe` configures any other
+        /// registered probe from its defaults when asked for it.
         public var modules: [String: ConfiguredProbe]
         /// `run:` — the probes the master runs at start and every `interval`.
         /// Default: `stun` and `reach` when discovery is `signal` (the cluster's
@@ -258,15 +259,15 @@ extension MasterConfig.TransportSettings {
 
 extension MasterConfig.ProbeSettings {
     static func decode(from section: ConfigSection, registry: ModuleRegistry, discoveryName: String) throws(ConfigError) -> Self {
-        var modules: [String: ConfiguredProbe] = [:]
-        for (name, registration) in registry.probes {
-            modules[name] = try registration.configure(from: try section.section(name))
-        }
         let defaultRun = discoveryName == "signal" ? ["stun", "reach"].filter { registry.probes[$0] != nil } : []
         let runPath = section.path.appending(key: "run")
         let run: [String] = try section.list("run", default: defaultRun)
         for (index, name) in run.enumerated() where registry.probes[name] == nil {
             _ = try ModuleRegistry.lookUp(name, in: registry.probes, kind: "probe", path: runPath.appending(index: index), source: section.source)
+        }
+        var modules: [String: ConfiguredProbe] = [:]
+        for (name, registration) in registry.probes.sorted(by: { $0.key < $1.key }) where run.contains(name) || section.contains(name) {
+            modules[name] = try registration.configure(from: try section.section(name))
         }
         let settings = Self(
             modules: modules, run: run,

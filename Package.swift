@@ -313,7 +313,7 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore", "AgentFlowInMemory", "AgentFlowProto",
                 // Only for checking the example configs against the modules `agentflow` registers.
-                "AgentFlowGRPC", "AgentFlowTCP", "AgentFlowDiscovery",
+                "AgentFlowGRPC", "AgentFlowTCP", "AgentFlowDiscovery", "AgentFlowProbes",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],

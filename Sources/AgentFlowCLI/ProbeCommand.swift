@@ -29,6 +29,9 @@ struct ProbeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "One probe's budget, e.g. 20s. Default: probes.timeout.")
     var timeout: String?
 
+    @Option(name: .long, help: "The stun probe also measures the NAT's idle mapping lifetime, up to this long (e.g. 2m): slow.")
+    var lifetime: String?
+
     @Flag(name: .long, help: "Print the reports as JSON.")
     var json = false
 
@@ -57,6 +60,15 @@ struct ProbeCommand: AsyncParsableCommand {
             guard let parsed = ConfigDuration(configText: timeout) else { throw ValidationError("--timeout: expected a duration like 20s or 1m, got '\(timeout)'") }
             budget = parsed.duration
         }
+        var lifetimeLimit: ConfigDuration?
+        if let lifetime {
+            guard let parsed = ConfigDuration(configText: lifetime), parsed.duration >= .seconds(1) else {
+                throw ValidationError("--lifetime: expected a duration of at least 1s like 90s or 2m, got '\(lifetime)'")
+            }
+            lifetimeLimit = parsed
+            // The measurement takes that long: give the probe room for it and its other tests.
+            if timeout == nil { budget = max(budget, parsed.duration + .seconds(20)) }
+        }
         var servers: [HostPort] = []
         for text in server {
             guard let parsed = HostPort(parsing: text) else { throw ValidationError("--server: expected host:port, got '\(text)'") }
@@ -73,9 +85,10 @@ struct ProbeCommand: AsyncParsableCommand {
             let configured = configured[name]!
             let probe: any Probe
             do {
-                if name == STUNProbeModule.name, !servers.isEmpty {
+                if name == STUNProbeModule.name, !servers.isEmpty || lifetimeLimit != nil {
                     var options = configured.decodedOptions as? STUNProbeModule.Options ?? .init()
-                    options.servers = servers
+                    if !servers.isEmpty { options.servers = servers }
+                    if let lifetimeLimit { options.lifetime = lifetimeLimit }
                     probe = try STUNProbeModule.makeProbe(options: options, context: context)
                 } else {
                     probe = try configured.make(context: context)

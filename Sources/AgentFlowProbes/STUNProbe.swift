@@ -19,12 +19,18 @@ public enum STUNProbeModule: ProbeModule {
         public var answerTimeout: ConfigDuration
         /// Run the hairpinning test. Default true.
         public var hairpinning: Bool
+        /// Measure how long the NAT keeps an idle mapping, up to this long
+        /// (slow: it takes that long; the probe's timeout must be longer).
+        /// Default unset: not measured.
+        public var lifetime: ConfigDuration?
 
-        public init(servers: [HostPort] = [], signalURL: String? = nil, answerTimeout: ConfigDuration = .seconds(1), hairpinning: Bool = true) {
+        public init(servers: [HostPort] = [], signalURL: String? = nil, answerTimeout: ConfigDuration = .seconds(1), hairpinning: Bool = true,
+                    lifetime: ConfigDuration? = nil) {
             self.servers = servers
             self.signalURL = signalURL
             self.answerTimeout = answerTimeout
             self.hairpinning = hairpinning
+            self.lifetime = lifetime
         }
     }
 
@@ -36,7 +42,8 @@ public enum STUNProbeModule: ProbeModule {
             servers: try section.list("servers", default: []),
             signalURL: try section.optionalValue("signal_url"),
             answerTimeout: try section.value("answer_timeout", default: .seconds(1), in: .milliseconds(100) ... .seconds(10)),
-            hairpinning: try section.value("hairpinning", default: true))
+            hairpinning: try section.value("hairpinning", default: true),
+            lifetime: try section.optionalValue("lifetime"))
     }
 
     public static func makeProbe(options: Options, context: ProbeContext) throws -> any Probe {
@@ -96,6 +103,17 @@ struct STUNProbe: Probe {
                 .init("other_address", result.observations.otherAddress?.description ?? "none"),
                 .init("verdict", behavior.verdict.rawValue),
             ], at: 0)
+            if let lifetime = options.lifetime {
+                let text: String
+                if !behavior.behindNAT {
+                    text = "not applicable: no NAT"
+                } else if result.observations.otherAddress == nil {
+                    text = "not measured: the server offers no RFC 5780 (no OTHER-ADDRESS)"
+                } else {
+                    text = try await discovery.mappingLifetime(result.server, longest: lifetime.duration).text
+                }
+                facts.insert(.init("mapping_lifetime", text), at: 6)
+            }
             for note in behavior.notes { facts.append(.init("note", note)) }
             facts.append(.init("elapsed_ms", (ContinuousClock.now - started).inMilliseconds.fixed(0)))
             let nat = behavior.behindNAT

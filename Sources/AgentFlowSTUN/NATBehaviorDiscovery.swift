@@ -121,4 +121,92 @@ public struct NATBehaviorDiscovery: Sendable {
         }
         return Result(server: server, observations: observations, behavior: .classify(observations), roundTrip: first.roundTrip, responseOrigin: origin)
     }
+
+    /// How long the NAT keeps an idle UDP mapping (RFC 5780 §4.6), measured up
+    /// to `longest`: one socket per check is mapped at the start and left idle;
+    /// at each check time a second socket asks the server (RESPONSE-PORT) to
+    /// answer to the first one's mapped port, which arrives only while that
+    /// mapping lives. Checks run at 1 s, 2 s, 4 s, … and at `longest`; the
+    /// whole measurement takes `longest` plus a second or two.
+    public struct Lifetime: Sendable, Hashable {
+        /// The longest idle time a mapping was seen alive after.
+        public var aliveAfter: Duration?
+        /// The shortest idle time a mapping was seen gone after (nil: alive at every check).
+        public var goneAfter: Duration?
+        /// Why it was not measured.
+        public var problem: String?
+
+        public init(aliveAfter: Duration? = nil, goneAfter: Duration? = nil, problem: String? = nil) {
+            self.aliveAfter = aliveAfter
+            self.goneAfter = goneAfter
+            self.problem = problem
+        }
+
+        /// `≥ 2 s, < 4 s`, `≥ 60 s`, or the problem.
+        public var text: String {
+            if let problem { return "not measured: \(problem)" }
+            let alive = aliveAfter.map { "≥ \(Int($0.components.seconds)) s" } ?? "< 1 s"
+            return goneAfter.map { "\(alive), < \(Int($0.components.seconds)) s" } ?? "\(alive) (alive at every check)"
+        }
+    }
+
+    public func mappingLifetime(_ server: HostPort, longest: Duration) async throws -> Lifetime {
+        let remote = try SocketAddress.makeAddressResolvingHost(server.host, port: server.port)
+        let localIP = try await STUNSocket.localIP(toward: remote)
+        var checks: [Duration] = [.zero]
+        var next = Duration.seconds(1)
+        while next < longest {
+            checks.append(next)
+            next *= 2
+        }
+        checks.append(longest)
+        // Map every socket now.
+        var mapped: [(STUNSocket, STUNAddress)] = []
+        defer { for (socket, _) in mapped { Task { await socket.close() } } }
+        for _ in checks {
+            let socket = try await STUNSocket.bind(host: localIP)
+            guard let first = try await testI(socket, remote) else {
+                await socket.close()
+                return Lifetime(problem: "the STUN server stopped answering")
+            }
+            mapped.append((socket, first.mapped))
+        }
+        let asker = try await STUNSocket.bind(host: localIP)
+        defer { Task { await asker.close() } }
+        let start = ContinuousClock.now
+        let answerTimeout = self.answerTimeout
+        let outcomes = try await withThrowingTaskGroup(of: (Int, Bool?).self) { group in
+            for (index, check) in checks.enumerated() {
+                let (socket, mapping) = mapped[index]
+                group.addTask {
+                    try await Task.sleep(until: start + check, clock: .continuous)
+                    let request = try Self.request([.init(type: STUNMessage.AttributeType.responsePort, value: [UInt8(mapping.port >> 8), UInt8(mapping.port & 0xFF), 0, 0])])
+                    async let arrived = socket.expect(transactionID: request.id, timeout: answerTimeout)
+                    async let refused = asker.expect(transactionID: request.id, timeout: answerTimeout)
+                    for delay in [0, 250, 500] {  // a lost datagram is not a dead mapping
+                        try await Task.sleep(for: .milliseconds(delay))
+                        asker.send(request.bytes, to: remote)
+                    }
+                    let came = try await arrived
+                    // An answer to the asker itself: the server does not honour RESPONSE-PORT.
+                    if let error = try await refused, error.message.type == STUNMessage.MessageType.bindingError.rawValue { return (index, nil) }
+                    return (index, came != nil)
+                }
+            }
+            var results: [Int: Bool?] = [:]
+            for try await (index, alive) in group { results[index] = alive }
+            return results
+        }
+        if outcomes[0] == .some(nil) { return Lifetime(problem: "the STUN server does not support RESPONSE-PORT (RFC 5780; set stun.alternate)") }
+        guard outcomes[0] == .some(true) else { return Lifetime(problem: "the answer to a fresh mapping did not arrive (RESPONSE-PORT answers blocked)") }
+        var lifetime = Lifetime()
+        for (index, check) in checks.enumerated() {
+            if outcomes[index] == .some(true), lifetime.goneAfter == nil {
+                lifetime.aliveAfter = check
+            } else if outcomes[index] == .some(false), lifetime.goneAfter == nil {
+                lifetime.goneAfter = check
+            }
+        }
+        return lifetime
+    }
 }

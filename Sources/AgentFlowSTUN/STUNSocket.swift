@@ -79,6 +79,22 @@ public final class STUNSocket: Sendable {
         }
     }
 
+    /// Waits for a datagram with `transactionID` that another socket's request
+    /// caused (RFC 5780 RESPONSE-PORT), sending nothing; nil after `timeout`.
+    public func expect(transactionID: [UInt8], timeout: Duration) async throws -> Answer? {
+        let loop = channel.eventLoop
+        let promise = loop.makePromise(of: Answer?.self)
+        let handler = self.handler
+        let started = ContinuousClock.now
+        let amount = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        loop.execute { handler.value.wait(transactionID: transactionID, promise: promise, started: started, timeout: amount, loop: loop) }
+        return try await withTaskCancellationHandler {
+            try await promise.futureResult.get()
+        } onCancel: {
+            loop.execute { handler.value.finish(transactionID, with: nil) }
+        }
+    }
+
     /// Sends one datagram and expects nothing back.
     public func send(_ bytes: [UInt8], to address: SocketAddress) {
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)), promise: nil)
@@ -116,6 +132,12 @@ public final class STUNSocket: Sendable {
             let bound = NIOLoopBound(self, eventLoop: loop)
             timers.append(loop.scheduleTask(in: timeout) { bound.value.finish(transactionID, with: nil) })
             pending[transactionID] = Pending(promise: promise, started: started, timers: timers)
+        }
+
+        func wait(transactionID: [UInt8], promise: EventLoopPromise<Answer?>, started: ContinuousClock.Instant, timeout: TimeAmount, loop: any EventLoop) {
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            let timer = loop.scheduleTask(in: timeout) { bound.value.finish(transactionID, with: nil) }
+            pending[transactionID] = Pending(promise: promise, started: started, timers: [timer])
         }
 
         func finish(_ transactionID: [UInt8], with answer: Answer?) {

@@ -1,6 +1,7 @@
 import AgentFlowCore
 import AgentFlowDiscovery
 import AgentFlowGRPC
+import AgentFlowProbes
 import AgentFlowTCP
 import Foundation
 import Logging
@@ -55,6 +56,9 @@ struct ConfigDefaultsTests {
         registry.register(transport: TCPTransportModule.self)
         registry.register(discovery: SignalDiscoveryModule.self)
         registry.register(discovery: StaticPeersDiscoveryModule.self)
+        registry.register(probe: STUNProbeModule.self)
+        registry.register(probe: ReachProbeModule.self)
+        registry.register(probe: SignalProbeModule.self)
         let (config, yaml) = try ConfigLoader.load(file: file, role: nil, environment: [:], registry: registry)
         #expect(yaml.contains("role: \(config.role.rawValue)"))
     }

@@ -1,4 +1,5 @@
 import AgentFlowCore
+import Synchronization
 import CCurl
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -49,6 +50,7 @@ public final class CurlEasyHandle {
         var headers: [(name: String, value: String)] = []
         let limit: Int
         var overflowed = false
+        var cancellation: CurlCancellation?
         init(limit: Int) { self.limit = limit }
     }
 
@@ -59,11 +61,15 @@ public final class CurlEasyHandle {
 
     /// Performs one request. `headers` are `Name: value` lines. The whole
     /// request is bounded by `timeoutMilliseconds`, the body by `maxBodyBytes`.
+    ///
+    /// `cancellation`, when given and cancelled from another thread, aborts the
+    /// transfer within about a second (libcurl's progress callback).
     public func perform(
         method: String, url: String, headers: [String] = [], body: [UInt8]? = nil,
-        timeoutMilliseconds: Int = 5_000, maxBodyBytes: Int = 4 << 20
+        timeoutMilliseconds: Int = 5_000, maxBodyBytes: Int = 4 << 20, cancellation: CurlCancellation? = nil
     ) throws -> Response {
         let sink = Sink(limit: maxBodyBytes)
+        sink.cancellation = cancellation
         curl_easy_reset(handle)
         try setOption(CURLOPT_URL, url)
         try setOption(CURLOPT_TIMEOUT_MS, timeoutMilliseconds)
@@ -111,10 +117,19 @@ public final class CurlEasyHandle {
                         }
                         return length
                     }, "setting the header callback")
+                    if cancellation != nil {
+                        try check(agentflow_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, userData), "setting the progress data")
+                        try check(agentflow_curl_setopt_xferinfo_callback(handle) { userData, _, _, _, _ in
+                            let sink = Unmanaged<Sink>.fromOpaque(userData!).takeUnretainedValue()
+                            return sink.cancellation?.isCancelled == true ? 1 : 0  // non-zero aborts (CURLE_ABORTED_BY_CALLBACK)
+                        }, "setting the progress callback")
+                        try setOption(CURLOPT_NOPROGRESS, 0)
+                    }
                     return curl_easy_perform(handle)
                 }
             }
         }
+        if status == CURLE_ABORTED_BY_CALLBACK, cancellation?.isCancelled == true { throw CancellationError() }
         if sink.overflowed { throw CurlError("\(method) \(url)", code: CURLE_FILESIZE_EXCEEDED, detail: "body larger than \(maxBodyBytes) bytes") }
         guard status == CURLE_OK else {
             let detail = String(decoding: errorBuffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -140,3 +155,11 @@ public final class CurlEasyHandle {
 
 @available(*, unavailable)
 extension CurlEasyHandle: Sendable {}
+
+/// Cancels a transfer in flight on another thread (`CurlEasyHandle.perform`).
+public final class CurlCancellation: Sendable {
+    private let flag = Atomic<Bool>(false)
+    public init() {}
+    public func cancel() { flag.store(true, ordering: .relaxed) }
+    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
+}

@@ -31,17 +31,24 @@ public final class CurlHTTPClient: Sendable {
         maxIdle = maxIdleHandles
     }
 
-    /// Performs one request; see `CurlEasyHandle.perform`.
+    /// Performs one request; see `CurlEasyHandle.perform`. Cancelling the
+    /// calling task aborts the transfer (within about a second) and throws
+    /// `CancellationError`.
     public func request(
         _ method: String, _ url: String, headers: [String] = [], body: [UInt8]? = nil,
         timeoutMilliseconds: Int = 5_000, maxBodyBytes: Int = 4 << 20
     ) async throws -> CurlEasyHandle.Response {
-        try await Self.threadPool.runIfActive { [self] in
-            let box = try idle.withLock { $0.popLast() } ?? HandleBox(CurlEasyHandle())
-            defer { idle.withLock { pool in if pool.count < maxIdle { pool.append(box) } } }
-            return try box.handle.perform(
-                method: method, url: url, headers: headers, body: body,
-                timeoutMilliseconds: timeoutMilliseconds, maxBodyBytes: maxBodyBytes)
+        let cancellation = CurlCancellation()
+        return try await withTaskCancellationHandler {
+            try await Self.threadPool.runIfActive { [self] in
+                let box = try idle.withLock { $0.popLast() } ?? HandleBox(CurlEasyHandle())
+                defer { idle.withLock { pool in if pool.count < maxIdle { pool.append(box) } } }
+                return try box.handle.perform(
+                    method: method, url: url, headers: headers, body: body,
+                    timeoutMilliseconds: timeoutMilliseconds, maxBodyBytes: maxBodyBytes, cancellation: cancellation)
+            }
+        } onCancel: {
+            cancellation.cancel()
         }
     }
 }

@@ -29,6 +29,12 @@ static inline CURLcode agentflow_curl_setopt_data_callback(CURL *handle, CURLopt
     return curl_easy_setopt(handle, option, callback);
 }
 
+typedef int (*agentflow_curl_xferinfo_callback)(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
+
+static inline CURLcode agentflow_curl_setopt_xferinfo_callback(CURL *handle, agentflow_curl_xferinfo_callback callback) {
+    return curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, callback);
+}
+
 static inline CURLcode agentflow_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }

@@ -216,4 +216,33 @@ struct ProcessTests {
             #expect(log.contains("master \(id) stopped"), "\(id) log")
         }
     }
+
+    @Test("probe: an unknown name is a usage error; a silent STUN server fails with exit 1 and a JSON report; modules lists the probes")
+    func probe() throws {
+        let unknown = try CLITests.run(["probe", "nosuch"])
+        #expect(unknown.status == 64, "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("no probe named 'nosuch'"), "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("reach, signal, stun"))
+
+        // A UDP port nobody answers on.
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let silent = try CLITests.run(["probe", "stun", "--server", "127.0.0.1:\(port)", "--json", "--timeout", "3s"])
+        #expect(silent.status == 1)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(silent.stdout.utf8)) as? [String: Any], "\(silent.stdout)")
+        let report = try #require((json["probes"] as? [[String: Any]])?.first)
+        #expect(report["probe"] as? String == "stun")
+        #expect(report["outcome"] as? String == "failed")
+        #expect((report["summary"] as? String)?.contains("no STUN server answered") == true, "\(report)")
+
+        let modules = try CLITests.run(["modules"])
+        for name in ["stun", "reach", "signal"] { #expect(modules.stdout.contains(name)) }
+    }
 }

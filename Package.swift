@@ -30,6 +30,7 @@ let package = Package(
         .library(name: "AgentFlowProbes", targets: ["AgentFlowProbes"]),
         .library(name: "AgentFlowMesh", targets: ["AgentFlowMesh"]),
         .library(name: "AgentFlowCluster", targets: ["AgentFlowCluster"]),
+        .library(name: "AgentFlowHTTP", targets: ["AgentFlowHTTP"]),
         .library(name: "AgentFlowMaster", targets: ["AgentFlowMaster"]),
         .library(name: "AgentFlowSignal", targets: ["AgentFlowSignal"]),
         .library(name: "AgentFlowCLI", targets: ["AgentFlowCLI"]),
@@ -182,11 +183,24 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
+        // MARK: HTTP/1 plumbing the two servers share (HTTP/1.0 connection close, HEAD)
+        .target(
+            name: "AgentFlowHTTP",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+
         // MARK: The master process, assembled from config: mesh + local HTTP API
         .target(
             name: "AgentFlowMaster",
             dependencies: [
-                "AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto",
+                "AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto", "AgentFlowHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -209,6 +223,7 @@ let package = Package(
                 "AgentFlowTLS",
                 "AgentFlowTransportKit",
                 "AgentFlowSTUN",
+                "AgentFlowHTTP",
                 "CHiredis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

@@ -8,6 +8,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import HTTPTypes
+import AgentFlowHTTP
 import Hummingbird
 import Prometheus
 

@@ -7,6 +7,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import AgentFlowHTTP
 import Hummingbird
 public import Logging
 import NIOCore
@@ -86,7 +87,8 @@ public final class MasterNode: Sendable {
         let listen = config.api.listen
         let bound = apiBound
         let app = Application(
-            router: api.router(),
+            router: HEADAsGET(api.router()),
+            server: .strictHTTP1(),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "agentflow-master"),
             onServerRunning: { channel in
                 let address = HostPort(host: listen.host, port: channel.localAddress?.port ?? listen.port)

@@ -4,6 +4,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import AgentFlowHTTP
 import Hummingbird
 public import Logging
 import NIOCore
@@ -58,7 +59,7 @@ public struct SignalServer: Sendable {
         let httpHost = config.http.listen.host
         let idle = config.http.idleTimeout.duration.components
         let app = Application(
-            router: router,
+            router: HEADAsGET(router),
             server: .loopBoundHTTP1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
             configuration: .init(address: .hostname(httpHost, port: config.http.listen.port), serverName: "agentflow-signal"),
             onServerRunning: { channel in

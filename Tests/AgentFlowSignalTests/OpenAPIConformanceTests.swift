@@ -92,7 +92,7 @@ struct OpenAPIConformanceTests {
         #expect(seen.count >= 20)
 
         // Undocumented routes do not exist (404); another method on a documented path is a 405 naming the one allowed.
-        for (method, path, allowed) in [("GET", "/register", "POST"), ("DELETE", "/list", "GET"), ("GET", "/admin", nil), ("PUT", "/heartbeat", "POST"), ("TRACE", "/metrics", "GET")] {
+        for (method, path, allowed) in [("GET", "/register", "POST"), ("DELETE", "/list", "GET, HEAD"), ("GET", "/admin", nil), ("PUT", "/heartbeat", "POST"), ("TRACE", "/metrics", "GET, HEAD")] {
             let reply = try await server.call(method, path, token: token)
             if let allowed {
                 #expect(reply.status == 405 && reply.headers.header("allow") == allowed && reply.errorCode == "method_not_allowed", "\(method) \(path) answered \(reply.status)")

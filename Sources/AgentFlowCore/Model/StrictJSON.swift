@@ -22,6 +22,9 @@ public struct StrictJSONObject {
         guard let object = value as? [String: Any] else {
             throw JSONBodyError(code: "invalid_json", "the request body must be a JSON object")
         }
+        if let duplicate = JSONDuplicateKeys.firstDuplicate(in: Array(bytes)) {
+            throw .field(duplicate, "this key appears twice in one object; send it once")
+        }
         return StrictJSONObject(path: "", object: object)
     }
 

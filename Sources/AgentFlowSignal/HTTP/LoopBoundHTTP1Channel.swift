@@ -1,10 +1,12 @@
+import AgentFlowHTTP
 import AgentFlowTransportKit
 import HummingbirdCore
 import Logging
 import NIOCore
 
 /// Hummingbird's HTTP/1 child channel, with each connection's request loop run
-/// on the connection's own event loop instead of the global concurrency pool.
+/// on the connection's own event loop instead of the global concurrency pool
+/// (and `StrictHTTP1`'s HTTP/1.0 rule).
 ///
 /// Why: at a fixed, modest request rate (a fleet's `/list` polls and REST
 /// heartbeats), a request's cost is its thread hops, not its parsing. Served
@@ -20,7 +22,10 @@ struct LoopBoundHTTP1Channel: ServerChildChannel {
     let http1: HTTP1Channel
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger)
+        http1.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            try StrictHTTP1.addHTTP10Close(to: channel)
+            return value
+        }
     }
 
     func handle(value: Value, logger: Logger) async {

@@ -25,7 +25,7 @@ struct JSONErrorMiddleware: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             let apiError: SignalAPIError = switch error.status {
             case .notFound:
-                if let allowed = SignalRoutes.methods[request.uri.path] {
+                if let allowed = SignalRoutes.allow(request.uri.path) {
                     // The path exists: the method is what is wrong (RFC 9110 §15.5.6).
                     SignalAPIError(.methodNotAllowed, "method_not_allowed", "\(request.uri.path) answers \(allowed) only", allow: allowed)
                 } else {

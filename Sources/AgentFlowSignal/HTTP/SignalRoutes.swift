@@ -17,11 +17,17 @@ struct HealthAnswer: Encodable {
 
 enum SignalRoutes {
     /// Every route and its method, as the OpenAPI document lists them: another
-    /// method on one of these paths is a 405 with `Allow`, not a 404.
+    /// method on one of these paths is a 405 with `Allow`, not a 404. HEAD is
+    /// answered wherever GET is (`HEADAsGET`), and `Allow` says so.
     static let methods: [String: String] = [
         "/healthz": "GET", "/register": "POST", "/heartbeat": "POST", "/deregister": "POST",
         "/list": "GET", "/metrics": "GET", "/openapi.yaml": "GET", "/reach": "POST",
     ]
+
+    /// The `Allow` header of `path`: its method, and HEAD beside GET.
+    static func allow(_ path: String) -> String? {
+        methods[path].map { $0 == "GET" ? "GET, HEAD" : $0 }
+    }
 
     static func router(registry: SignalRegistry, config: SignalConfig, openAPIDocument: [UInt8]) -> Router<SignalRequestContext> {
         let router = Router(context: SignalRequestContext.self)

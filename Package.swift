@@ -200,7 +200,7 @@ let package = Package(
         .target(
             name: "AgentFlowMaster",
             dependencies: [
-                "AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto", "AgentFlowHTTP",
+                "AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto", "AgentFlowHTTP", "AgentFlowTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -409,7 +409,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentFlowCLITests",
-            dependencies: ["agentflow", "AgentFlowCore"],
+            dependencies: ["agentflow", "AgentFlowCore", "AgentFlowTLS"],
             swiftSettings: sharedSwiftSettings
         ),
     ]

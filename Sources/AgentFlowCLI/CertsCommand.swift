@@ -12,9 +12,10 @@ struct CertsCommand: ParsableCommand {
             Every master needs a certificate of the cluster CA whose common name is its node id.
               agentflow certs ca --dir ./agentflow-ca
               agentflow certs node master-a --ca-dir ./agentflow-ca --out ./agentflow-data/certs
+              agentflow certs renew master-a --ca-dir ./agentflow-ca --out ./agentflow-data/certs
             Keys are written 0600 in 0700 directories. Keep ca.key offline; nodes need only ca.pem.
             """,
-        subcommands: [CA.self, Node.self]
+        subcommands: [CA.self, Node.self, Renew.self]
     )
 
     struct CA: ParsableCommand {
@@ -68,6 +69,45 @@ struct CertsCommand: ParsableCommand {
             try files.write("node.key", issued.privateKeyPEM, mode: 0o600)
             try files.write("ca.pem", caCertificate, mode: 0o644)
             print("wrote \(files.path("node.pem")), \(files.path("node.key")) and \(files.path("ca.pem")) for node '\(id)' (valid \(days) days)")
+        }
+    }
+}
+
+extension CertsCommand {
+    struct Renew: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Reissue a node's certificate with the same id (a new key and validity), replacing node.pem and node.key.",
+            discussion: "The master warns 30, 7 and 1 days before its certificate expires; restart it after renewing.")
+
+        @Argument(help: "The node id: the common name of the certificate being renewed.")
+        var nodeID: String
+        @Option(help: "Directory holding ca.pem and ca.key.")
+        var caDir = "./agentflow-ca"
+        @Option(help: "Directory holding the node's node.pem and node.key (the master's <data_dir>/certs).")
+        var out = "./agentflow-data/certs"
+        @Option(help: "Validity in days.")
+        var days = 825
+
+        func run() throws {
+            guard let id = NodeID(nodeID) else {
+                throw ValidationError("'\(nodeID)' is not a valid node id: \(NodeID.rules)")
+            }
+            let files = CertificateFiles(directory: out)
+            let current = try files.read("node.pem", hint: "there is no certificate to renew; issue one with: agentflow certs node \(id) --ca-dir \(caDir) --out \(out)")
+            let holder = try CertificateAuthority.commonName(ofPEM: current)
+            guard holder == id.rawValue else {
+                throw ValidationError("\(files.path("node.pem")) is the certificate of '\(holder ?? "nobody")', not '\(id)': renew keeps the id, so give the id it holds")
+            }
+            let ca = CertificateFiles(directory: caDir)
+            let caCertificate = try ca.read("ca.pem", hint: "the CA that issues the renewed certificate")
+            let caKey = try ca.read("ca.key", hint: "the CA's private key is needed to issue certificates")
+            let issued = try CertificateAuthority.issueNodeCertificate(
+                nodeID: id, caCertificatePEM: caCertificate, caPrivateKeyPEM: caKey, validity: .days(days))
+            try files.write("node.key", issued.privateKeyPEM, mode: 0o600)
+            try files.write("node.pem", issued.certificatePEM, mode: 0o644)
+            try files.write("ca.pem", caCertificate, mode: 0o644)
+            let until = Timestamp.string(unixMicros: try CertificateAuthority.expiry(ofPEM: issued.certificatePEM) * 1_000_000)
+            print("renewed \(files.path("node.pem")) for node '\(id)': valid until \(until). Restart the master to use it.")
         }
     }
 }

@@ -153,6 +153,10 @@ struct MasterAPI: Sendable {
             for sample in samples { lines.append("\(name)\(sample.labels) \(sample.value)") }
         }
         metric("agentflow_mesh_links", "gauge", "Live direct links.", [("", String(status.linkCount))])
+        if let certificate = status.local.certificate {
+            metric("agentflow_certificate_expiry_seconds", "gauge", "Seconds until this node's own certificate expires (negative: expired).",
+                   [("", String(certificate.secondsLeft))])
+        }
         metric("agentflow_mesh_peers_known", "gauge", "Peers this node knows (discovery, peer book, exchange).", [("", String(status.peers.count))])
         metric("agentflow_mesh_links_established_total", "counter", "Links admitted since start.", [("", String(counters.linksEstablished))])
         metric("agentflow_mesh_dial_failures_total", "counter", "Failed dials since start.", [("", String(counters.dialFailures))])

@@ -95,11 +95,15 @@ public final class MasterNode: Sendable {
                 bound.settle(.success(address))
             },
             logger: logger)
+        var certificateWatch: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if case .mutualTLS(let files) = config.security {
+            certificateWatch.append(.init(service: CertificateExpiryService(files: files, nodeID: config.node.id, mesh: mesh, logger: logger)))
+        }
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: app), .init(service: MeshService(mesh: mesh)), .init(service: ClusterService(cluster: cluster, monitor: monitor)),
                 .init(service: ProbeService(config: config, mesh: mesh, logger: logger), successTerminationBehavior: .ignore),
-            ],
+            ] + certificateWatch,
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         do {

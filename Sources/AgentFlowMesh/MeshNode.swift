@@ -38,6 +38,7 @@ public final class MeshNode: Sendable {
         var discoveryTask: Task<Void, Never>?
         var discoveryFailure: String?
         var probeReports: [ProbeReport] = []
+        var certificate: (file: String, notAfterUnix: Int64)?
         var shutDown = false
     }
 
@@ -385,7 +386,8 @@ public final class MeshNode: Sendable {
             startedAt: Timestamp.string(startedAt), version: AgentFlowVersion.current, transport: identity.transport,
             transports: identity.transports, listen: listeningAddress?.description, listening: listening.map(\.description), advertised: identity.advertised.map(\.description), tls: usesTLS,
             maxPeers: options.maxPeers, discovery: discoveryStatus, labels: identity.labels,
-            reachability: await manager.ownReachability, probes: state.withLock { $0.probeReports })
+            reachability: await manager.ownReachability, probes: state.withLock { $0.probeReports },
+            certificate: state.withLock { $0.certificate }.map { CertificateStatus(file: $0.file, notAfterUnix: $0.notAfterUnix, nowUnix: unixMicros() / 1_000_000) })
         return MeshStatus(local: local, peers: peers, linkCount: peers.filter { $0.state == .connected }.count)
     }
 
@@ -395,6 +397,11 @@ public final class MeshNode: Sendable {
     public func setProbeResults(_ reports: [ProbeReport], reachability: PeerReachability?) async {
         state.withLock { $0.probeReports = reports }
         if let reachability { await manager.setReachability(reachability) }
+    }
+
+    /// Records when this node's own certificate expires, for the status and `/metrics`.
+    public func setCertificateExpiry(file: String, notAfterUnix: Int64) {
+        state.withLock { $0.certificate = (file, notAfterUnix) }
     }
 
     /// What `id`'s probes last said, as heard through peer exchange.

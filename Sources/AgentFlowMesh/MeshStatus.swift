@@ -74,10 +74,33 @@ public struct LocalStatus: Codable, Sendable, Hashable {
     public var reachability: PeerReachability?
     /// The latest report of each probe the master runs (`probes.run`), in order.
     public var probes: [ProbeReport]
+    /// This node's own certificate: when it expires; nil without TLS.
+    public var certificate: CertificateStatus?
 
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", name, cluster, incarnation, startedAt = "started_at", version, transport, transports, listen, listening, advertised, tls
-        case maxPeers = "max_peers", discovery, labels, reachability, probes
+        case maxPeers = "max_peers", discovery, labels, reachability, probes, certificate
+    }
+}
+
+/// This node's certificate as the status shows it.
+public struct CertificateStatus: Codable, Sendable, Hashable {
+    public var file: String
+    /// Unix seconds.
+    public var notAfterUnix: Int64
+    public var notAfter: String
+    /// Until `notAfter`, at the time of the status (negative: expired).
+    public var secondsLeft: Int64
+
+    public init(file: String, notAfterUnix: Int64, nowUnix: Int64) {
+        self.file = file
+        self.notAfterUnix = notAfterUnix
+        notAfter = Timestamp.string(unixMicros: notAfterUnix * 1_000_000)
+        secondsLeft = notAfterUnix - nowUnix
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case file, notAfterUnix = "not_after_unix", notAfter = "not_after", secondsLeft = "seconds_left"
     }
 }
 

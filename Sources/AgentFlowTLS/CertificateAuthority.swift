@@ -1,5 +1,8 @@
 public import AgentFlowCore
 import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Issues the cluster's certificates in process, through OpenSSL's APIs: a
 /// self-signed cluster CA, and node certificates whose common name (and DNS
@@ -68,9 +71,23 @@ public enum CertificateAuthority {
         return Issued(certificatePEM: try certificate.pem(), privateKeyPEM: try key.pem())
     }
 
+    /// When the first certificate in `pem` expires (its notAfter), as Unix seconds.
+    public static func expiry(ofPEM pem: String) throws -> Int64 {
+        let certificate = try Certificate(pem: pem)
+        return try withExtendedLifetime(certificate) {
+            var time = tm()
+            guard let notAfter = X509_get0_notAfter(certificate.pointer), ASN1_TIME_to_tm(notAfter, &time) == 1 else {
+                throw OpenSSLError.drain("reading a certificate's notAfter", code: "tls_config")
+            }
+            return Int64(timegm(&time))
+        }
+    }
+
     /// The common name of a PEM certificate (to report what a file holds).
     public static func commonName(ofPEM pem: String) throws -> String? {
-        CertificateInspector.commonName(of: try Certificate(pem: pem).pointer)
+        // Keep the owner alive while its pointer is read: a temporary would be freed first.
+        let certificate = try Certificate(pem: pem)
+        return withExtendedLifetime(certificate) { CertificateInspector.commonName(of: certificate.pointer) }
     }
 }
 

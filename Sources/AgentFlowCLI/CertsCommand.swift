@@ -77,7 +77,7 @@ extension CertsCommand {
     struct Renew: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Reissue a node's certificate with the same id (a new key and validity), replacing node.pem and node.key.",
-            discussion: "The master warns 30, 7 and 1 days before its certificate expires; restart it after renewing.")
+            discussion: "The master warns 30, 7 and 1 days before its certificate expires, and reloads renewed files by itself (or on SIGHUP) without dropping links.")
 
         @Argument(help: "The node id: the common name of the certificate being renewed.")
         var nodeID: String
@@ -107,7 +107,7 @@ extension CertsCommand {
             try files.write("node.pem", issued.certificatePEM, mode: 0o644)
             try files.write("ca.pem", caCertificate, mode: 0o644)
             let until = Timestamp.string(unixMicros: try CertificateAuthority.expiry(ofPEM: issued.certificatePEM) * 1_000_000)
-            print("renewed \(files.path("node.pem")) for node '\(id)': valid until \(until). Restart the master to use it.")
+            print("renewed \(files.path("node.pem")) for node '\(id)': valid until \(until). A running master picks it up within seconds (or send it SIGHUP); its links stay up.")
         }
     }
 }

@@ -12,7 +12,8 @@ import ServiceLifecycle
 /// Watches this node's own certificate: its expiry goes into the status and
 /// `/metrics`, and the log warns when 30, 7 and 1 days are left (once per
 /// step, and at start when already inside one), and says when it has expired.
-/// The file is read again every hour, so a renewed certificate on disk is seen.
+/// The file is read again every hour; a renewal is also seen at once by
+/// `CredentialReloadService`, which reloads the TLS material.
 struct CertificateExpiryService: Service {
     let files: MutualTLSFiles
     let nodeID: NodeID
@@ -36,7 +37,7 @@ struct CertificateExpiryService: Service {
                 if let notAfter = readExpiry() {
                     mesh.setCertificateExpiry(file: files.certificateFile, notAfterUnix: notAfter)
                     let left = notAfter - Int64(Date().timeIntervalSince1970)
-                    let renew = "renew it: agentflow certs renew \(nodeID) --ca-dir <the CA folder> --out \(PathText.parent(of: files.certificateFile)), then restart this master"
+                    let renew = "renew it: agentflow certs renew \(nodeID) --ca-dir <the CA folder> --out \(PathText.parent(of: files.certificateFile)), the master picks the new files up by itself within seconds (or on SIGHUP)"
                     if left <= 0 {
                         if !warnedExpired {
                             logger.error("this node's certificate \(files.certificateFile) expired on \(Timestamp.string(unixMicros: notAfter * 1_000_000)): peers refuse its links; \(renew)")

@@ -35,6 +35,8 @@ public final class MasterNode: Sendable {
     let logger: Logger
     let metricsRegistry: PrometheusCollectorRegistry
     private let apiBound = BoundAddress()
+    /// The node's transports, for credential reloads.
+    private let transports: [any Transport]
 
     /// Builds the modules config names. Throws when one cannot be built
     /// (for example, a certificate file that does not load).
@@ -42,7 +44,7 @@ public final class MasterNode: Sendable {
         self.config = config
         self.logger = logger
         self.metricsRegistry = metricsRegistry
-        let transports = try zip(config.transport.modules, config.transport.listeners).map { module, listen in
+        transports = try zip(config.transport.modules, config.transport.listeners).map { module, listen in
             try module.make(context: TransportContext(localNodeID: config.node.id, listenAddress: listen, security: config.security, logger: logger))
         }
         let transportNames = config.transport.modules.map(\.name)
@@ -98,6 +100,7 @@ public final class MasterNode: Sendable {
         var certificateWatch: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if case .mutualTLS(let files) = config.security {
             certificateWatch.append(.init(service: CertificateExpiryService(files: files, nodeID: config.node.id, mesh: mesh, logger: logger)))
+            certificateWatch.append(.init(service: CredentialReloadService(files: files, transports: transports, mesh: mesh, logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(
             services: [

@@ -224,6 +224,7 @@ extension SocketTransport {
         try await core.connect(to: address, expectedPeer: expectedPeer)
     }
     public func beginGracefulShutdown() { core.beginGracefulShutdown() }
+    public func reloadCredentials() throws { try core.security.reload() }
     /// Drops every link with no clean end, as a killed process would (tests).
     public func crash() { core.abortAllLinks() }
 }

@@ -63,6 +63,105 @@ struct CertificateLifecycleTests {
         #expect((39 * 86_400 ... 40 * 86_400 + 60).contains(expiry))
     }
 
+    /// `sh -c` with output captured (for openssl pipelines).
+    static func shell(_ command: String) -> String {
+        let process = Process()
+        process.executableURL = URL(filePath: "/bin/sh")
+        process.arguments = ["-c", command]
+        let file = FileManager.default.temporaryDirectory.appending(path: "sh-\(UUID().uuidString.prefix(8))")
+        FileManager.default.createFile(atPath: file.path(), contents: nil)
+        defer { try? FileManager.default.removeItem(at: file) }
+        guard let handle = try? FileHandle(forWritingTo: file) else { return "" }
+        process.standardOutput = handle
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return "" }
+        process.waitUntilExit()
+        try? handle.close()
+        return (try? String(contentsOf: file, encoding: .utf8)) ?? ""
+    }
+
+    @Test("rotation: renewing m2's certificate while m1 is linked to it drops no link, and a new handshake gets the new certificate")
+    func rotation() async throws {
+        let base = Int.random(in: 41_000...48_000)
+        let folder = FileManager.default.temporaryDirectory.appending(path: "rotate-\(base)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let ca = folder.appending(path: "ca").path()
+        #expect(try CLITests.run(["certs", "ca", "--dir", ca]).status == 0)
+        for id in ["m1", "m2", "m3"] {
+            #expect(try CLITests.run(["certs", "node", id, "--ca-dir", ca, "--out", folder.appending(path: "\(id)/certs").path(), "--days", "5"]).status == 0)
+        }
+        try """
+            peers:
+              - {id: m1, endpoints: ["tcp://127.0.0.1:\(base)"]}
+              - {id: m2, endpoints: ["tcp://127.0.0.1:\(base + 10)"]}
+            """.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
+        var processes: [Process] = []
+        defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        for (index, id) in ["m1", "m2"].enumerated() {
+            let port = base + index * 10
+            try """
+                role: master
+                node: {id: \(id), data_dir: \(folder.path())/\(id)}
+                transport: {kind: tcp, listen: 127.0.0.1:\(port)}
+                discovery: {kind: static, file: \(folder.path())/peers.yml}
+                probes: {run: []}
+                api: {listen: 127.0.0.1:\(port + 1)}
+                """.write(to: folder.appending(path: "\(id).yml"), atomically: true, encoding: .utf8)
+            let log = folder.appending(path: "\(id).log")
+            FileManager.default.createFile(atPath: log.path(), contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            let process = Process()
+            process.executableURL = CLITests.executable
+            process.arguments = ["master", "--config", folder.appending(path: "\(id).yml").path()]
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            processes.append(process)
+        }
+        func peerOfM1() -> [String: Any]? {
+            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
+                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+            return (status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" }
+        }
+        var linked: [String: Any]?
+        for _ in 0..<150 where linked?["state"] as? String != "connected" {
+            try await Task.sleep(for: .milliseconds(100))
+            linked = peerOfM1()
+        }
+        let since = try #require(linked?["connected_since"] as? String, "m1 never linked to m2: \(String(describing: linked))")
+
+        func servedEndDate() -> String {
+            Self.shell("openssl s_client -connect 127.0.0.1:\(base + 10) -cert \(folder.path())/m3/certs/node.pem -key \(folder.path())/m3/certs/node.key -CAfile \(ca)/ca.pem -alpn agentflow-tcp/1 </dev/null 2>/dev/null | openssl x509 -noout -enddate")
+        }
+        let before = servedEndDate()
+        #expect(before.hasPrefix("notAfter="), "no certificate from m2: \(before)")
+
+        let renewed = try CLITests.run(["certs", "renew", "m2", "--ca-dir", ca, "--out", folder.appending(path: "m2/certs").path(), "--days", "40"])
+        #expect(renewed.status == 0, "\(renewed.stderr)")
+        let expected = Self.shell("openssl x509 -noout -enddate -in \(folder.path())/m2/certs/node.pem")
+        var log = ""
+        for _ in 0..<100 where !log.contains("reloaded the TLS material") {
+            try await Task.sleep(for: .milliseconds(100))
+            log = (try? String(contentsOf: folder.appending(path: "m2.log"), encoding: .utf8)) ?? ""
+        }
+        #expect(log.contains("reloaded the TLS material (changed on disk"), "\(log)")
+        let after = servedEndDate()
+        #expect(after == expected && after != before, "a new handshake still gets the old certificate: before \(before), after \(after), on disk \(expected)")
+        try await Task.sleep(for: .seconds(1))
+        let still = peerOfM1()
+        #expect(still?["state"] as? String == "connected" && still?["connected_since"] as? String == since, "the link dropped: \(String(describing: still))")
+
+        // SIGHUP reloads too.
+        kill(processes[1].processIdentifier, SIGHUP)
+        for _ in 0..<50 where !log.contains("reloaded the TLS material (SIGHUP)") {
+            try await Task.sleep(for: .milliseconds(100))
+            log = (try? String(contentsOf: folder.appending(path: "m2.log"), encoding: .utf8)) ?? ""
+        }
+        #expect(log.contains("reloaded the TLS material (SIGHUP)"), "\(log)")
+        #expect(processes[1].isRunning, "SIGHUP stopped the master")
+    }
+
     /// The body of a GET, through curl; nil when it fails.
     static func get(_ url: String) -> String? {
         let process = Process()

@@ -28,6 +28,16 @@ public protocol Transport: Sendable {
 
     /// Stops accepting, closes links gracefully, and makes `listen` return.
     func beginGracefulShutdown()
+
+    /// Reads the node's TLS material (certificate, key, CA bundle) again:
+    /// new handshakes use it, links already up stay. Throws, keeping the old
+    /// material, when the files cannot be used. The default does nothing (a
+    /// transport without credentials).
+    func reloadCredentials() throws
+}
+
+extension Transport {
+    public func reloadCredentials() throws {}
 }
 
 /// Everything a transport module needs to build a transport for this node.

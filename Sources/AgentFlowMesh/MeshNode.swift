@@ -308,6 +308,10 @@ public final class MeshNode: Sendable {
             if now - link.lastReceived > options.peerTimeout {
                 throw MeshError(.peerTimeout, "nothing from \(link.peerID) for \(options.peerTimeout) (mesh.peer_timeout)")
             }
+            // A certificate is checked at the handshake; one that expires while its link is up ends the link then.
+            if let expiry = link.stream.peer.certificateExpiry, unixMicros() / 1_000_000 >= expiry {
+                throw MeshError(.refused, "the certificate of \(link.peerID) expired at \(Timestamp.string(unixMicros: expiry * 1_000_000)); a new link needs a renewed one")
+            }
             if now >= nextPing {
                 link.trySend(ping())
                 nextPing = now + options.pingInterval

@@ -1,5 +1,8 @@
 import AgentFlowCore
 import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads what AgentFlow needs from an `X509*` it does not own (a peer's
 /// certificate during a handshake, the context's own certificate).
@@ -19,5 +22,12 @@ enum CertificateInspector {
         let length = Int(ASN1_STRING_length(data))
         guard length > 0, length <= 256 else { return nil }
         return String(decoding: UnsafeBufferPointer(start: bytes, count: length), as: UTF8.self)
+    }
+
+    /// The certificate's notAfter as Unix seconds.
+    static func notAfter(of certificate: OpaquePointer) -> Int64? {
+        var time = tm()
+        guard let notAfter = X509_get0_notAfter(certificate), ASN1_TIME_to_tm(notAfter, &time) == 1 else { return nil }
+        return Int64(timegm(&time))
     }
 }

@@ -129,6 +129,12 @@ final class TLSConnection {
         return CertificateInspector.nodeID(of: certificate)
     }
 
+    /// When the peer's certificate expires (Unix seconds).
+    var peerNotAfter: Int64? {
+        guard let certificate = SSL_get0_peer_certificate(ssl) else { return nil }
+        return CertificateInspector.notAfter(of: certificate)
+    }
+
     var peerCommonName: String? {
         guard let certificate = SSL_get0_peer_certificate(ssl) else { return nil }
         return CertificateInspector.commonName(of: certificate)

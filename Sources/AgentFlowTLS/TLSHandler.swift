@@ -109,7 +109,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 writeCiphertext(context: context, promises: [])
                 context.fireUserInboundEventTriggered(TLSEstablished(
                     peerNodeID: connection.peerNodeID, peerCommonName: connection.peerCommonName,
-                    alpn: connection.negotiatedALPN))
+                    alpn: connection.negotiatedALPN, peerCertificateExpiry: connection.peerNotAfter))
                 flushBuffered(context: context)
             }
         } catch {
@@ -238,4 +238,6 @@ public struct TLSEstablished: Sendable, Hashable {
     public let peerCommonName: String?
     /// The ALPN protocol both sides agreed on.
     public let alpn: String?
+    /// When the peer's certificate expires (Unix seconds).
+    public var peerCertificateExpiry: Int64? = nil
 }

@@ -73,6 +73,6 @@ public struct LinkSecurity: Sendable {
         if let expectedPeer, expectedPeer != proven {
             throw TransportError(.handshakeFailed, "the certificate of \(remoteAddress) is for node '\(proven)', not the expected '\(expectedPeer)'")
         }
-        return PeerIdentity(certifiedNodeID: proven, remoteAddress: remoteAddress, transport: transport)
+        return PeerIdentity(certifiedNodeID: proven, remoteAddress: remoteAddress, transport: transport, certificateExpiry: established.peerCertificateExpiry)
     }
 }

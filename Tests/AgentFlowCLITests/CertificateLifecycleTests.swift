@@ -1,3 +1,4 @@
+import AgentFlowCore
 import AgentFlowTLS
 import Foundation
 import Testing
@@ -160,6 +161,74 @@ struct CertificateLifecycleTests {
         }
         #expect(log.contains("reloaded the TLS material (SIGHUP)"), "\(log)")
         #expect(processes[1].isRunning, "SIGHUP stopped the master")
+    }
+
+    @Test("a link whose peer's certificate expires while it is up is closed at that moment, with the reason")
+    func expiryClosesLink() async throws {
+        let base = Int.random(in: 41_000...48_000)
+        let folder = FileManager.default.temporaryDirectory.appending(path: "expire-\(base)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let ca = try CertificateAuthority.makeCA()
+        for (id, seconds) in [("m1", 86_400), ("m2", 8)] {
+            let issued = try CertificateAuthority.issueNodeCertificate(
+                nodeID: .init(id)!, caCertificatePEM: ca.certificatePEM, caPrivateKeyPEM: ca.privateKeyPEM,
+                validity: .init(notBeforeOffset: -60, notAfterOffset: seconds))
+            let certs = folder.appending(path: "\(id)/certs")
+            try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
+            try ca.certificatePEM.write(to: certs.appending(path: "ca.pem"), atomically: true, encoding: .utf8)
+            try issued.certificatePEM.write(to: certs.appending(path: "node.pem"), atomically: true, encoding: .utf8)
+            try issued.privateKeyPEM.write(to: certs.appending(path: "node.key"), atomically: true, encoding: .utf8)
+        }
+        let started = Date()
+        try """
+            peers:
+              - {id: m1, endpoints: ["tcp://127.0.0.1:\(base)"]}
+              - {id: m2, endpoints: ["tcp://127.0.0.1:\(base + 10)"]}
+            """.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
+        var processes: [Process] = []
+        defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        for (index, id) in ["m1", "m2"].enumerated() {
+            let port = base + index * 10
+            try """
+                role: master
+                node: {id: \(id), data_dir: \(folder.path())/\(id)}
+                transport: {kind: tcp, listen: 127.0.0.1:\(port)}
+                discovery: {kind: static, file: \(folder.path())/peers.yml}
+                probes: {run: []}
+                api: {listen: 127.0.0.1:\(port + 1)}
+                """.write(to: folder.appending(path: "\(id).yml"), atomically: true, encoding: .utf8)
+            let log = folder.appending(path: "\(id).log")
+            FileManager.default.createFile(atPath: log.path(), contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            let process = Process()
+            process.executableURL = CLITests.executable
+            process.arguments = ["master", "--config", folder.appending(path: "\(id).yml").path()]
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            processes.append(process)
+        }
+        func m2State() -> String? {
+            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
+                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+            return ((status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" })?["state"] as? String
+        }
+        var state: String?
+        for _ in 0..<50 where state != "connected" {
+            try await Task.sleep(for: .milliseconds(100))
+            state = m2State()
+        }
+        #expect(state == "connected", "m1 and m2 never linked")
+        // m2's certificate expires 8 s after it was made: the link ends then, and stays down.
+        var log = ""
+        for _ in 0..<120 where !log.contains("the certificate of m2 expired") {
+            try await Task.sleep(for: .milliseconds(100))
+            log = (try? String(contentsOf: folder.appending(path: "m1.log"), encoding: .utf8)) ?? ""
+        }
+        #expect(log.contains("the certificate of m2 expired"), "\(log)")
+        #expect(Date().timeIntervalSince(started) >= 7, "closed before the certificate expired")
+        try await Task.sleep(for: .seconds(2))
+        #expect(m2State() != "connected", "a link with an expired certificate came back")
     }
 
     /// The body of a GET, through curl; nil when it fails.

@@ -35,11 +35,15 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     public var remoteAddress: String
     /// Name of the transport that carries the link.
     public var transport: String
+    /// When the certificate the peer proved itself with expires (Unix seconds);
+    /// nil on plaintext links. The mesh closes the link at that moment.
+    public var certificateExpiry: Int64?
 
-    public init(certifiedNodeID: NodeID?, remoteAddress: String, transport: String) {
+    public init(certifiedNodeID: NodeID?, remoteAddress: String, transport: String, certificateExpiry: Int64? = nil) {
         self.certifiedNodeID = certifiedNodeID
         self.remoteAddress = remoteAddress
         self.transport = transport
+        self.certificateExpiry = certificateExpiry
     }
 
     public var description: String {

@@ -58,16 +58,9 @@ struct CertsCommand: ParsableCommand {
             guard let id = NodeID(nodeID) else {
                 throw ValidationError("'\(nodeID)' is not a valid node id: \(NodeID.rules)")
             }
-            let ca = CertificateFiles(directory: caDir)
-            let caCertificate = try ca.read("ca.pem", hint: "create a CA first: agentflow certs ca --dir \(caDir)")
-            let caKey = try ca.read("ca.key", hint: "the CA's private key is needed to issue certificates")
             let files = CertificateFiles(directory: out)
             try files.refuseOverwrite(["node.pem", "node.key"], force: force)
-            let issued = try CertificateAuthority.issueNodeCertificate(
-                nodeID: id, caCertificatePEM: caCertificate, caPrivateKeyPEM: caKey, validity: .days(days))
-            try files.write("node.pem", issued.certificatePEM, mode: 0o644)
-            try files.write("node.key", issued.privateKeyPEM, mode: 0o600)
-            try files.write("ca.pem", caCertificate, mode: 0o644)
+            _ = try files.issueNode(id, caDir: caDir, days: days)
             print("wrote \(files.path("node.pem")), \(files.path("node.key")) and \(files.path("ca.pem")) for node '\(id)' (valid \(days) days)")
         }
     }
@@ -98,14 +91,7 @@ extension CertsCommand {
             guard holder == id.rawValue else {
                 throw ValidationError("\(files.path("node.pem")) is the certificate of '\(holder ?? "nobody")', not '\(id)': renew keeps the id, so give the id it holds")
             }
-            let ca = CertificateFiles(directory: caDir)
-            let caCertificate = try ca.read("ca.pem", hint: "the CA that issues the renewed certificate")
-            let caKey = try ca.read("ca.key", hint: "the CA's private key is needed to issue certificates")
-            let issued = try CertificateAuthority.issueNodeCertificate(
-                nodeID: id, caCertificatePEM: caCertificate, caPrivateKeyPEM: caKey, validity: .days(days))
-            try files.write("node.key", issued.privateKeyPEM, mode: 0o600)
-            try files.write("node.pem", issued.certificatePEM, mode: 0o644)
-            try files.write("ca.pem", caCertificate, mode: 0o644)
+            let issued = try files.issueNode(id, caDir: caDir, days: days)
             let until = Timestamp.string(unixMicros: try CertificateAuthority.expiry(ofPEM: issued.certificatePEM) * 1_000_000)
             print("renewed \(files.path("node.pem")) for node '\(id)': valid until \(until). A running master picks it up within seconds (or send it SIGHUP); its links stay up.")
         }
@@ -130,6 +116,19 @@ struct CertificateFiles {
             throw ValidationError("cannot read \(path(name)): \(hint)")
         }
         return text
+    }
+
+    /// Issues `id` a certificate of the CA in `caDir` and writes node.key, node.pem and ca.pem here.
+    func issueNode(_ id: NodeID, caDir: String, days: Int) throws -> CertificateAuthority.Issued {
+        let ca = CertificateFiles(directory: caDir)
+        let caCertificate = try ca.read("ca.pem", hint: "create a CA first: agentflow certs ca --dir \(caDir)")
+        let caKey = try ca.read("ca.key", hint: "the CA's private key is needed to issue certificates")
+        let issued = try CertificateAuthority.issueNodeCertificate(
+            nodeID: id, caCertificatePEM: caCertificate, caPrivateKeyPEM: caKey, validity: .days(days))
+        try write("node.key", issued.privateKeyPEM, mode: 0o600)
+        try write("node.pem", issued.certificatePEM, mode: 0o644)
+        try write("ca.pem", caCertificate, mode: 0o644)
+        return issued
     }
 
     func write(_ name: String, _ contents: String, mode: Int) throws {

@@ -30,10 +30,19 @@ public enum StrictHTTP1 {
     }
 
     /// Adds `HTTP10CloseHandler` right after the HTTP/1 decoder of a channel Hummingbird's `HTTP1Channel` set up.
-    public static func addHTTP10Close(to channel: any Channel) throws {
+    ///
+    /// It never fails the set-up: by then Hummingbird has made the connection's
+    /// `NIOAsyncChannel`, and a failed set-up would drop it unfinished, which NIO
+    /// traps on. A connection closed while it was being set up has no pipeline
+    /// left to add to, and needs no HTTP/1.0 rule.
+    public static func addHTTP10Close(to channel: any Channel, logger: Logger) {
         let operations = channel.pipeline.syncOperations
-        let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        try operations.addHandler(HTTP10CloseHandler(), position: .after(decoder))
+        do {
+            let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try operations.addHandler(HTTP10CloseHandler(), position: .after(decoder))
+        } catch {
+            logger.debug("HTTP/1.0 close rule not added (the connection is closing): \(error)")
+        }
     }
 }
 
@@ -50,8 +59,8 @@ public struct StrictHTTP1Channel: ServerChildChannel {
     }
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger).flatMapThrowing { value in
-            try StrictHTTP1.addHTTP10Close(to: channel)
+        http1.setup(channel: channel, logger: logger).map { value in
+            StrictHTTP1.addHTTP10Close(to: channel, logger: logger)
             return value
         }
     }

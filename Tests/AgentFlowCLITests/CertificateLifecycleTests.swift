@@ -92,34 +92,8 @@ struct CertificateLifecycleTests {
         for id in ["m1", "m2", "m3"] {
             #expect(try CLITests.run(["certs", "node", id, "--ca-dir", ca, "--out", folder.appending(path: "\(id)/certs").path(), "--days", "5"]).status == 0)
         }
-        try """
-            peers:
-              - {id: m1, endpoints: ["tcp://127.0.0.1:\(base)"]}
-              - {id: m2, endpoints: ["tcp://127.0.0.1:\(base + 10)"]}
-            """.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
-        var processes: [Process] = []
+        let processes = try Self.startPair(base: base, folder: folder)
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        for (index, id) in ["m1", "m2"].enumerated() {
-            let port = base + index * 10
-            try """
-                role: master
-                node: {id: \(id), data_dir: \(folder.path())/\(id)}
-                transport: {kind: tcp, listen: 127.0.0.1:\(port)}
-                discovery: {kind: static, file: \(folder.path())/peers.yml}
-                probes: {run: []}
-                api: {listen: 127.0.0.1:\(port + 1)}
-                """.write(to: folder.appending(path: "\(id).yml"), atomically: true, encoding: .utf8)
-            let log = folder.appending(path: "\(id).log")
-            FileManager.default.createFile(atPath: log.path(), contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            let process = Process()
-            process.executableURL = CLITests.executable
-            process.arguments = ["master", "--config", folder.appending(path: "\(id).yml").path()]
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
-        }
         func peerOfM1() -> [String: Any]? {
             guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
                   let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
@@ -180,34 +154,8 @@ struct CertificateLifecycleTests {
             try issued.privateKeyPEM.write(to: certs.appending(path: "node.key"), atomically: true, encoding: .utf8)
         }
         let started = Date()
-        try """
-            peers:
-              - {id: m1, endpoints: ["tcp://127.0.0.1:\(base)"]}
-              - {id: m2, endpoints: ["tcp://127.0.0.1:\(base + 10)"]}
-            """.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
-        var processes: [Process] = []
+        let processes = try Self.startPair(base: base, folder: folder)
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        for (index, id) in ["m1", "m2"].enumerated() {
-            let port = base + index * 10
-            try """
-                role: master
-                node: {id: \(id), data_dir: \(folder.path())/\(id)}
-                transport: {kind: tcp, listen: 127.0.0.1:\(port)}
-                discovery: {kind: static, file: \(folder.path())/peers.yml}
-                probes: {run: []}
-                api: {listen: 127.0.0.1:\(port + 1)}
-                """.write(to: folder.appending(path: "\(id).yml"), atomically: true, encoding: .utf8)
-            let log = folder.appending(path: "\(id).log")
-            FileManager.default.createFile(atPath: log.path(), contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            let process = Process()
-            process.executableURL = CLITests.executable
-            process.arguments = ["master", "--config", folder.appending(path: "\(id).yml").path()]
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
-        }
         func m2State() -> String? {
             guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
                   let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
@@ -229,6 +177,40 @@ struct CertificateLifecycleTests {
         #expect(Date().timeIntervalSince(started) >= 7, "closed before the certificate expired")
         try await Task.sleep(for: .seconds(2))
         #expect(m2State() != "connected", "a link with an expired certificate came back")
+    }
+
+    /// m1 (tcp on `base`, API on `base + 1`) and m2 (`base + 10`, `base + 11`), each
+    /// listing the other in a static peers file, certificates under `folder/<id>/certs`,
+    /// logs in `folder/<id>.log`.
+    static func startPair(base: Int, folder: URL) throws -> [Process] {
+        try """
+            peers:
+              - {id: m1, endpoints: ["tcp://127.0.0.1:\(base)"]}
+              - {id: m2, endpoints: ["tcp://127.0.0.1:\(base + 10)"]}
+            """.write(to: folder.appending(path: "peers.yml"), atomically: true, encoding: .utf8)
+        var processes: [Process] = []
+        for (index, id) in ["m1", "m2"].enumerated() {
+            let port = base + index * 10
+            try """
+                role: master
+                node: {id: \(id), data_dir: \(folder.path())/\(id)}
+                transport: {kind: tcp, listen: 127.0.0.1:\(port)}
+                discovery: {kind: static, file: \(folder.path())/peers.yml}
+                probes: {run: []}
+                api: {listen: 127.0.0.1:\(port + 1)}
+                """.write(to: folder.appending(path: "\(id).yml"), atomically: true, encoding: .utf8)
+            let log = folder.appending(path: "\(id).log")
+            FileManager.default.createFile(atPath: log.path(), contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            let process = Process()
+            process.executableURL = CLITests.executable
+            process.arguments = ["master", "--config", folder.appending(path: "\(id).yml").path()]
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            processes.append(process)
+        }
+        return processes
     }
 
     /// The body of a GET, through curl; nil when it fails.

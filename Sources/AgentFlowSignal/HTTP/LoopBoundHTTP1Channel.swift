@@ -22,8 +22,8 @@ struct LoopBoundHTTP1Channel: ServerChildChannel {
     let http1: HTTP1Channel
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger).flatMapThrowing { value in
-            try StrictHTTP1.addHTTP10Close(to: channel)
+        http1.setup(channel: channel, logger: logger).map { value in
+            StrictHTTP1.addHTTP10Close(to: channel, logger: logger)
             return value
         }
     }

@@ -179,6 +179,70 @@ struct CertificateLifecycleTests {
         #expect(m2State() != "connected", "a link with an expired certificate came back")
     }
 
+    @Test("rolling the cluster to a new CA in steps (add it, reissue, drop the old one) drops no link; afterwards only the new CA's certificates get in")
+    func caRoll() async throws {
+        let base = Int.random(in: 41_000...48_000)
+        let folder = FileManager.default.temporaryDirectory.appending(path: "caroll-\(base)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let old = try CertificateAuthority.makeCA(commonName: "old CA")
+        let new = try CertificateAuthority.makeCA(commonName: "new CA")
+        func write(_ id: String, _ ca: CertificateAuthority.Issued, bundle: [CertificateAuthority.Issued]) throws {
+            let issued = try CertificateAuthority.issueNodeCertificate(
+                nodeID: .init(id)!, caCertificatePEM: ca.certificatePEM, caPrivateKeyPEM: ca.privateKeyPEM, validity: .days(2))
+            let certs = folder.appending(path: "\(id)/certs")
+            try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
+            try bundle.map(\.certificatePEM).joined().write(to: certs.appending(path: "ca.pem"), atomically: true, encoding: .utf8)
+            // Key first, then certificate, each replaced whole (rename), as a careful operator does.
+            try issued.privateKeyPEM.write(to: certs.appending(path: "node.key"), atomically: true, encoding: .utf8)
+            try issued.certificatePEM.write(to: certs.appending(path: "node.pem"), atomically: true, encoding: .utf8)
+        }
+        func setBundle(_ id: String, _ bundle: [CertificateAuthority.Issued]) throws {
+            try bundle.map(\.certificatePEM).joined().write(to: folder.appending(path: "\(id)/certs/ca.pem"), atomically: true, encoding: .utf8)
+        }
+        for id in ["m1", "m2", "probe-old", "probe-new"] { try write(id, id == "probe-new" ? new : old, bundle: [old]) }
+        let processes = try Self.startPair(base: base, folder: folder)
+        defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        func link() -> [String: Any]? {
+            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
+                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+            return (status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" }
+        }
+        var linked: [String: Any]?
+        for _ in 0..<150 where linked?["state"] as? String != "connected" {
+            try await Task.sleep(for: .milliseconds(100))
+            linked = link()
+        }
+        let since = try #require(linked?["connected_since"] as? String, "m1 and m2 never linked")
+        func reloads(_ id: String) -> Int {
+            ((try? String(contentsOf: folder.appending(path: "\(id).log"), encoding: .utf8)) ?? "").components(separatedBy: "reloaded the TLS material").count - 1
+        }
+        func waitReloads(_ count: Int) async throws {
+            for _ in 0..<100 where reloads("m1") < count || reloads("m2") < count { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(reloads("m1") >= count && reloads("m2") >= count, "reloads: m1 \(reloads("m1")), m2 \(reloads("m2"))")
+        }
+        // 1. Trust both CAs everywhere. 2. Reissue every node from the new CA. 3. Trust only the new CA.
+        for id in ["m1", "m2"] { try setBundle(id, [old, new]) }
+        try await waitReloads(1)
+        for id in ["m1", "m2"] { try write(id, new, bundle: [old, new]) }
+        try await waitReloads(2)
+        for id in ["m1", "m2"] { try setBundle(id, [new]) }
+        try await waitReloads(3)
+        try await Task.sleep(for: .seconds(2.5))  // a last reload, if the poll split a step
+        let after = link()
+        #expect(after?["state"] as? String == "connected" && after?["connected_since"] as? String == since, "the link dropped during the roll: \(String(describing: after))")
+
+        // A fresh handshake: a certificate of the new CA gets in, one of the old CA no longer does.
+        func handshake(_ id: String) -> String {
+            // Input that lasts a second keeps s_client reading long enough to hear the server's alert.
+            Self.shell("(echo hello; sleep 1) | openssl s_client -connect 127.0.0.1:\(base + 10) -cert \(folder.path())/\(id)/certs/node.pem -key \(folder.path())/\(id)/certs/node.key -CAfile \(folder.path())/m2/certs/ca.pem -alpn agentflow-tcp/1 2>&1; echo")
+        }
+        let fresh = handshake("probe-new")
+        #expect(fresh.contains("Verify return code: 0"), "\(fresh.suffix(400))")
+        #expect(fresh.contains("CN = new CA"), "m2 does not present the new CA's certificate: \(fresh.suffix(400))")
+        let stale = handshake("probe-old")
+        #expect(stale.lowercased().contains("unknown ca"), "a certificate of the dropped CA got in: \(stale.suffix(400))")
+    }
+
     /// m1 (tcp on `base`, API on `base + 1`) and m2 (`base + 10`, `base + 11`), each
     /// listing the other in a static peers file, certificates under `folder/<id>/certs`,
     /// logs in `folder/<id>.log`.

@@ -94,16 +94,7 @@ struct CertificateLifecycleTests {
         }
         let processes = try Self.startPair(base: base, folder: folder)
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        func peerOfM1() -> [String: Any]? {
-            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
-                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
-            return (status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" }
-        }
-        var linked: [String: Any]?
-        for _ in 0..<150 where linked?["state"] as? String != "connected" {
-            try await Task.sleep(for: .milliseconds(100))
-            linked = peerOfM1()
-        }
+        let linked = try await Self.waitLinked(base: base)
         let since = try #require(linked?["connected_since"] as? String, "m1 never linked to m2: \(String(describing: linked))")
 
         func servedEndDate() -> String {
@@ -124,7 +115,7 @@ struct CertificateLifecycleTests {
         let after = servedEndDate()
         #expect(after == expected && after != before, "a new handshake still gets the old certificate: before \(before), after \(after), on disk \(expected)")
         try await Task.sleep(for: .seconds(1))
-        let still = peerOfM1()
+        let still = Self.m2AsSeenByM1(base: base)
         #expect(still?["state"] as? String == "connected" && still?["connected_since"] as? String == since, "the link dropped: \(String(describing: still))")
 
         // SIGHUP reloads too.
@@ -156,16 +147,7 @@ struct CertificateLifecycleTests {
         let started = Date()
         let processes = try Self.startPair(base: base, folder: folder)
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        func m2State() -> String? {
-            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
-                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
-            return ((status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" })?["state"] as? String
-        }
-        var state: String?
-        for _ in 0..<50 where state != "connected" {
-            try await Task.sleep(for: .milliseconds(100))
-            state = m2State()
-        }
+        let state = try await Self.waitLinked(base: base, tries: 50)?["state"] as? String
         #expect(state == "connected", "m1 and m2 never linked")
         // m2's certificate expires 8 s after it was made: the link ends then, and stays down.
         var log = ""
@@ -176,7 +158,7 @@ struct CertificateLifecycleTests {
         #expect(log.contains("the certificate of m2 expired"), "\(log)")
         #expect(Date().timeIntervalSince(started) >= 7, "closed before the certificate expired")
         try await Task.sleep(for: .seconds(2))
-        #expect(m2State() != "connected", "a link with an expired certificate came back")
+        #expect(Self.m2AsSeenByM1(base: base)?["state"] as? String != "connected", "a link with an expired certificate came back")
     }
 
     @Test("rolling the cluster to a new CA in steps (add it, reissue, drop the old one) drops no link; afterwards only the new CA's certificates get in")
@@ -202,16 +184,7 @@ struct CertificateLifecycleTests {
         for id in ["m1", "m2", "probe-old", "probe-new"] { try write(id, id == "probe-new" ? new : old, bundle: [old]) }
         let processes = try Self.startPair(base: base, folder: folder)
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        func link() -> [String: Any]? {
-            guard let text = Self.get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
-                  let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
-            return (status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" }
-        }
-        var linked: [String: Any]?
-        for _ in 0..<150 where linked?["state"] as? String != "connected" {
-            try await Task.sleep(for: .milliseconds(100))
-            linked = link()
-        }
+        let linked = try await Self.waitLinked(base: base)
         let since = try #require(linked?["connected_since"] as? String, "m1 and m2 never linked")
         func reloads(_ id: String) -> Int {
             ((try? String(contentsOf: folder.appending(path: "\(id).log"), encoding: .utf8)) ?? "").components(separatedBy: "reloaded the TLS material").count - 1
@@ -228,7 +201,7 @@ struct CertificateLifecycleTests {
         for id in ["m1", "m2"] { try setBundle(id, [new]) }
         try await waitReloads(3)
         try await Task.sleep(for: .seconds(2.5))  // a last reload, if the poll split a step
-        let after = link()
+        let after = Self.m2AsSeenByM1(base: base)
         #expect(after?["state"] as? String == "connected" && after?["connected_since"] as? String == since, "the link dropped during the roll: \(String(describing: after))")
 
         // A fresh handshake: a certificate of the new CA gets in, one of the old CA no longer does.
@@ -241,6 +214,27 @@ struct CertificateLifecycleTests {
         #expect(fresh.contains("CN = new CA"), "m2 does not present the new CA's certificate: \(fresh.suffix(400))")
         let stale = handshake("probe-old")
         #expect(stale.lowercased().contains("unknown ca"), "a certificate of the dropped CA got in: \(stale.suffix(400))")
+    }
+
+    /// m2 in m1's `/api/cluster/status` (m1's API on `base + 1`); nil when m1 does not answer.
+    static func m2AsSeenByM1(base: Int) -> [String: Any]? {
+        guard let text = get("http://127.0.0.1:\(base + 1)/api/cluster/status"),
+              let status = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+        return (status["peers"] as? [[String: Any]])?.first { $0["node_id"] as? String == "m2" }
+    }
+
+    /// Polls `m2AsSeenByM1` every 100 ms until m2 is connected or `tries` run out, then
+    /// once more a second later: both masters dial at start, and the tie-break may
+    /// replace the first link with the other one's (a new `connected_since`).
+    static func waitLinked(base: Int, tries: Int = 150) async throws -> [String: Any]? {
+        var linked: [String: Any]?
+        for _ in 0..<tries where linked?["state"] as? String != "connected" {
+            try await Task.sleep(for: .milliseconds(100))
+            linked = m2AsSeenByM1(base: base)
+        }
+        guard linked?["state"] as? String == "connected" else { return linked }
+        try await Task.sleep(for: .seconds(1))
+        return m2AsSeenByM1(base: base)
     }
 
     /// m1 (tcp on `base`, API on `base + 1`) and m2 (`base + 10`, `base + 11`), each

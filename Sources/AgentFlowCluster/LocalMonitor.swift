@@ -60,7 +60,10 @@ public final class LocalMonitor: CommandActions, Sendable {
 
     // MARK: CommandActions
 
-    public var knownActions: Set<String> { ["ping", "status", "task.start", "task.stop", "task.restart"] }
+    /// The actions a master knows.
+    public static let actions: Set<String> = ["ping", "status", "task.start", "task.stop", "task.restart"]
+
+    public var knownActions: Set<String> { Self.actions }
 
     public func perform(_ action: String, args: [String: String]) async -> CommandRouter.Result {
         switch action {

@@ -32,7 +32,7 @@ struct MasterAPI: Sendable {
             try JSONBody.response(["status": "ok"])
         }
         router.get("/api/cluster/status") { _, _ in
-            let view = ClusterStatusView(mesh: await mesh.status(), origins: cluster.origins(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
+            let view = ClusterStatusView(mesh: mesh.status(), origins: cluster.origins(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
             return try JSONBody.response(view)
         }
         router.post("/api/publish/task_status") { request, _ in
@@ -90,7 +90,7 @@ struct MasterAPI: Sendable {
             let timeoutMs = try json.integer("timeout_ms", in: 100...600_000, required: false)
             try json.finish()
             if target != cluster.localID {
-                let known = await mesh.knownPeers()
+                let known = mesh.knownPeers()
                 guard known.contains(target) || cluster.knows(target) else {
                     return try JSONBody.error(.notFound, "unknown_target", "no master \(target) is known to \(cluster.localID): not linked, not discovered, not heard of")
                 }
@@ -144,8 +144,8 @@ struct MasterAPI: Sendable {
 
     /// The mesh's own figures in Prometheus text, computed at scrape time from its status.
     func meshMetrics() async -> String {
-        let status = await mesh.status()
-        let counters = await mesh.counters()
+        let status = mesh.status()
+        let counters = mesh.counters()
         var lines: [String] = []
         func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             lines.append("# HELP \(name) \(help)")

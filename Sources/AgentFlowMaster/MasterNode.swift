@@ -55,26 +55,31 @@ public final class MasterNode: Sendable {
             nodeID: config.node.id, displayName: config.node.displayName, clusterName: config.node.clusterName, incarnation: incarnation,
             transports: transportNames, advertised: [], labels: config.node.labels)
         let settings = config.cluster
+        let configured = config.transport.advertisedEndpoints
+        let meshOptions = MeshOptions(config.mesh, dataDirectory: config.node.dataDirectory)
+        let usesTLS = !config.security.isPlaintext
+        let transports = transports
         cluster = ClusterNode(
             localID: config.node.id, incarnation: incarnation,
             options: ClusterOptions(retainedEvents: settings.retainedEvents, syncInterval: settings.syncInterval.duration,
                                     hopLimit: UInt32(settings.hopLimit), recentLogLines: settings.recentLogLines),
-            logger: logger)
+            commands: .init(allowed: Set(settings.allowedActions), known: LocalMonitor.actions),
+            logger: logger
+        ) { protocols, effects in
+            MeshNode(
+                identity: identity, transports: transports, discovery: discovery, options: meshOptions,
+                protocols: protocols, effects: effects, usesTLS: usesTLS, logger: logger,
+                advertise: { bound in
+                    // A transport with advertised addresses in config announces those; the others, what they bound.
+                    let mine = configured.filter { $0.transport == bound.transport }
+                    return mine.isEmpty ? Self.advertisable(bound.address).map { DiscoveredEndpoint(transport: bound.transport, address: $0) } : mine
+                })
+        }
+        mesh = cluster.mesh
+        commands = cluster.commands
         monitor = LocalMonitor(
             cluster: cluster, interval: settings.monitorInterval.duration, diskPaths: settings.diskPaths,
             rules: settings.alerts.map(Self.rule), tasks: settings.tasks.map(Self.task), logger: logger)
-        commands = CommandRouter(node: cluster, allowed: Set(settings.allowedActions), actions: monitor, logger: logger, hopLimit: UInt32(settings.hopLimit))
-        let application = cluster
-        let configured = config.transport.advertisedEndpoints
-        mesh = MeshNode(
-            identity: identity, transports: transports, discovery: discovery,
-            options: MeshOptions(config.mesh, dataDirectory: config.node.dataDirectory),
-            application: application, usesTLS: !config.security.isPlaintext, logger: logger,
-            advertise: { bound in
-                // A transport with advertised addresses in config announces those; the others, what they bound.
-                let mine = configured.filter { $0.transport == bound.transport }
-                return mine.isEmpty ? Self.advertisable(bound.address).map { DiscoveredEndpoint(transport: bound.transport, address: $0) } : mine
-            })
     }
 
     /// Where the local API listens, once bound.
@@ -170,14 +175,14 @@ extension MasterNode {
     }
 }
 
-/// Cluster upkeep as a service: anti-entropy sync and the local monitor (sampler, tasks).
+/// Cluster upkeep as a service: command actions and the local monitor (sampler, tasks).
 struct ClusterService: Service {
     let cluster: ClusterNode
     let monitor: LocalMonitor
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
-            group.addTask { await cluster.run() }
+            group.addTask { await cluster.run(actions: monitor) }
             group.addTask { await monitor.run() }
             try? await gracefulShutdown()
             group.cancelAll()

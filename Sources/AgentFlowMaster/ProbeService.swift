@@ -22,7 +22,7 @@ struct ProbeService: Service {
             while !Task.isCancelled {
                 let reports = await runRound(chosen)
                 let reachability = Self.reachability(from: reports)
-                await mesh.setProbeResults(reports, reachability: reachability)
+                mesh.setProbeResults(reports, reachability: reachability)
                 if reachability.dialable != lastDialable { advise(reports, reachability) }
                 lastDialable = reachability.dialable
                 try await Task.sleep(for: config.probes.interval.duration)

@@ -51,21 +51,3 @@ public struct MeshOptions: Sendable {
             peerBookMaxAge: settings.peerBookMaxAge.duration)
     }
 }
-
-/// What the mesh hands the layer above it (cluster state): links coming and
-/// going, and every envelope that is not the mesh's own business.
-public protocol MeshApplication: Sendable {
-    /// A link was admitted; the `Hello` exchange is done. Called before any
-    /// other envelope of the link is delivered.
-    func linkEstablished(_ link: PeerLink) async
-    /// An envelope from the peer of `link` (never Hello, Ping, Pong, PeerExchange or Goodbye).
-    /// Called in the link's arrival order; the link reads no further until it returns.
-    func received(_ envelope: Envelope, from link: PeerLink) async
-    func linkClosed(_ link: PeerLink) async
-    /// `neighbour` reported the nodes it has direct links to (in its PeerExchange).
-    func neighbour(_ neighbour: NodeID, isLinkedTo peers: Set<NodeID>) async
-}
-
-extension MeshApplication {
-    public func neighbour(_ neighbour: NodeID, isLinkedTo peers: Set<NodeID>) async {}
-}

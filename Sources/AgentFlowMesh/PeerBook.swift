@@ -94,6 +94,12 @@ public struct PeerBook: Sendable {
         hasNewMembers = false
     }
 
+    /// Marks the book saved: a runner wrote a copy of it (`MeshAction.persist`).
+    public mutating func markSaved() {
+        isDirty = false
+        hasNewMembers = false
+    }
+
     /// Records first-hand news of a peer: its endpoints replace the old ones.
     /// Returns true when the peer was not in the book.
     @discardableResult

@@ -919,6 +919,15 @@ public nonisolated struct Agentflow_Mesh_V1_PeerInfo: Sendable {
   /// Clears the value of `reachability`. Subsequent reads from it will return its default value.
   public mutating func clearReachability() {self._reachability = nil}
 
+  /// Link state: with `links_version` > 0, `linked_peers` is that node's own
+  /// report of its live links, passed on unchanged by others (flooded when it
+  /// changes). A newer (`links_incarnation`, `links_version`) replaces an older.
+  /// Every master knows the whole link graph this way: relays, command routes
+  /// and reachability come from it.
+  public var linksIncarnation: UInt64 = 0
+
+  public var linksVersion: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2268,7 +2277,7 @@ nonisolated extension Agentflow_Mesh_V1_PeerExchange: SwiftProtobuf.Message, Swi
 
 nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{3}linked_peers\0\u{1}reachability\0\u{c}\u{7}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}endpoints\0\u{3}last_seen_unix_micros\0\u{1}labels\0\u{3}linked_peers\0\u{1}reachability\0\u{4}\u{2}links_incarnation\0\u{3}links_version\0\u{c}\u{7}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2282,6 +2291,8 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.labels) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.linkedPeers) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._reachability) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.linksIncarnation) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.linksVersion) }()
       default: break
       }
     }
@@ -2310,6 +2321,12 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._reachability {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if self.linksIncarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.linksIncarnation, fieldNumber: 8)
+    }
+    if self.linksVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.linksVersion, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2320,6 +2337,8 @@ nonisolated extension Agentflow_Mesh_V1_PeerInfo: SwiftProtobuf.Message, SwiftPr
     if lhs.labels != rhs.labels {return false}
     if lhs.linkedPeers != rhs.linkedPeers {return false}
     if lhs._reachability != rhs._reachability {return false}
+    if lhs.linksIncarnation != rhs.linksIncarnation {return false}
+    if lhs.linksVersion != rhs.linksVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

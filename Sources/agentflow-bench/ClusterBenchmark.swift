@@ -107,16 +107,19 @@ final class BenchCluster: Sendable {
             case "grpc": try GRPCTransport(listenAddress: address, security: security, options: .defaults, logger: logger)
             default: throw ValidationError("unknown transport \(transport): tcp or grpc")
             }
-            let cluster = ClusterNode(localID: id, incarnation: UInt64(unixMicros()), options: ClusterOptions(syncInterval: .seconds(5)), logger: logger)
             let identity = LocalIdentity(nodeID: id, displayName: id.rawValue, clusterName: "bench", transport: transport, advertised: [], labels: [:])
-            let mesh = MeshNode(identity: identity, transport: link, discovery: InMemoryDiscovery(directory: directory),
-                                options: MeshOptions(maxPeers: maxPeers, pingInterval: .seconds(1), peerTimeout: .seconds(10)),
-                                application: cluster, logger: logger)
-            let router = CommandRouter(node: cluster, allowed: ["ping"], actions: PingOnly(id: id), logger: logger)
+            let cluster = ClusterNode(localID: id, incarnation: UInt64(unixMicros()), options: ClusterOptions(syncInterval: .seconds(5)),
+                                      commands: .init(allowed: ["ping"], known: ["ping"]), logger: logger) { protocols, effects in
+                MeshNode(identity: identity, transport: link, discovery: InMemoryDiscovery(directory: directory),
+                         options: MeshOptions(maxPeers: maxPeers, pingInterval: .seconds(1), peerTimeout: .seconds(10)),
+                         protocols: protocols, effects: effects, logger: logger)
+            }
+            let mesh = cluster.mesh
+            let router = cluster.commands
             let task = Task {
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { try await mesh.run() }
-                    group.addTask { await cluster.run() }
+                    group.addTask { await cluster.run(actions: PingOnly(id: id)) }
                 }
             }
             members.append(Member(mesh: mesh, cluster: cluster, router: router, task: task))
@@ -132,7 +135,7 @@ final class BenchCluster: Sendable {
             var done = true
             for (index, member) in members.enumerated() {
                 let want = MeshTopology.preferredPeers(of: ids[index], among: all, maxPeers: maxPeers)
-                let have = Set(await member.mesh.links().map(\.peerID))
+                let have = Set(member.mesh.links().map(\.peerID))
                 if !want.isSubset(of: have) { done = false }
             }
             if done {

@@ -103,6 +103,51 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         return true
     }
 
+    /// Queues `element` past the capacity (never waits): false only once finished.
+    /// For traffic that must keep its place in line and must not be dropped,
+    /// such as the answer to a sync request; its size is bounded by the caller.
+    /// While it holds the queue over capacity, `trySend` refuses.
+    @discardableResult
+    public func forceSend(_ element: Element) -> Bool {
+        let receiver = state.withLock { state -> CheckedContinuation<Element?, any Error>?? in
+            if state.finished { return .none }
+            if let receiver = state.waitingReceiver {
+                state.waitingReceiver = nil
+                return .some(receiver)
+            }
+            state.buffer.append(element)
+            return .some(nil)
+        }
+        guard let receiver else { return false }
+        receiver?.resume(returning: element)
+        return true
+    }
+
+    /// Queues `last` (past the capacity) and ends the queue after it, in one
+    /// step: nothing sent later can overtake it. False when already finished.
+    @discardableResult
+    public func finish(after last: Element) -> Bool {
+        let (receiver, senders) = state.withLock { state -> (CheckedContinuation<Element?, any Error>??, [CheckedContinuation<Void, any Error>]) in
+            if state.finished { return (.none, []) }
+            state.finished = true
+            // Senders already waiting keep their place before `last`.
+            for sender in state.waitingSenders { state.buffer.append(sender.element) }
+            let senders = state.waitingSenders.map(\.continuation)
+            state.waitingSenders.removeAll()
+            if let receiver = state.waitingReceiver, state.count == 0 {
+                // A waiting reader means nothing is queued: it takes `last` now.
+                state.waitingReceiver = nil
+                return (.some(receiver), senders)
+            }
+            state.buffer.append(last)
+            return (.some(nil), senders)
+        }
+        for sender in senders { sender.resume() }
+        guard let receiver else { return false }
+        receiver?.resume(returning: last)
+        return true
+    }
+
     /// The next element; nil after `finish()` once drained; throws the finishing
     /// error, or `CancellationError` if the waiting task is cancelled.
     public func next() async throws -> Element? {

@@ -373,7 +373,7 @@ let package = Package(
         .testTarget(
             name: "AgentFlowClusterTests",
             dependencies: [
-                "AgentFlowCore", "AgentFlowCluster", "AgentFlowProto",
+                "AgentFlowCore", "AgentFlowCluster", "AgentFlowProto", "AgentFlowMesh", "AgentFlowInMemory",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: sharedSwiftSettings

@@ -41,14 +41,17 @@ struct ClusterStatusView: Encodable {
         }
     }
 
-    init(mesh: MeshStatus, origins: [String: ClusterStore.Origin], localID: String, nowMicros: Int64) {
+    init(mesh: MeshStatus, origins: [String: ClusterStore.Origin], topology: MeshTopologyView, localID: String, nowMicros: Int64) {
         self.mesh = mesh
         localState = origins[localID].map { NodeStateView($0.state) }
         localSequence = origins[localID]?.state.lastSequence ?? 0
         let peers = Dictionary(mesh.peers.map { ($0.nodeID, $0) }, uniquingKeysWith: { a, _ in a })
         remote = origins.filter { $0.key != localID }.sorted { $0.key < $1.key }.map { id, origin in
             let direct = peers[id]?.state == .connected
-            let path: String = direct ? "direct" : origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
+            // No path in the link graph: say so, whatever the last event came through.
+            let reachable = NodeID(id).map(topology.isReachable) ?? false
+            let path: String = direct ? "direct" : !reachable ? "unreachable"
+                : origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
             return RemoteNodeView(
                 nodeID: id, incarnation: origin.state.incarnation, lastSequence: origin.state.lastSequence,
                 lastEventAt: origin.state.lastEventUnixMicros > 0 ? Self.time(origin.state.lastEventUnixMicros) : nil,
@@ -67,7 +70,8 @@ struct RemoteNodeView: Encodable {
     var lastEventAt: String?
     /// Milliseconds since this node applied the origin's last event.
     var freshnessMilliseconds: Int64?
-    /// `direct`, `via <relay>`, or `snapshot` (known only from a peer's snapshot so far).
+    /// `direct`, `via <relay>`, `snapshot` (known only from a peer's snapshot so far),
+    /// or `unreachable` (no path to it in the link graph).
     var path: String
     var linked: Bool
     var state: NodeStateView

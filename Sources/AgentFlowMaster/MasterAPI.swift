@@ -32,7 +32,7 @@ struct MasterAPI: Sendable {
             try JSONBody.response(["status": "ok"])
         }
         router.get("/api/cluster/status") { _, _ in
-            let view = ClusterStatusView(mesh: mesh.status(), origins: cluster.origins(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
+            let view = ClusterStatusView(mesh: mesh.status(), origins: cluster.origins(), topology: mesh.topology(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
             return try JSONBody.response(view)
         }
         router.post("/api/publish/task_status") { request, _ in

@@ -406,7 +406,13 @@ public struct MeshState: Sendable {
         peer.failures += 1
         let delay = backoff(afterFailures: peer.failures)
         peer.nextAttempt = now.instant + delay
-        peer.lastError = "dial \(plan.endpoint): \(reason)"
+        // A peer that left with a Goodbye keeps saying so: its failed redials are no news.
+        let marker = "the peer said goodbye: "
+        let farewell = peer.lastError.flatMap { text -> Substring? in
+            guard let start = text.indices.first(where: { text[$0...].hasPrefix(marker) }) else { return nil }
+            return text[start...]
+        }
+        peer.lastError = "dial \(plan.endpoint): \(reason)" + (farewell.map { "; before that, \($0)" } ?? "")
         peers[id] = peer
         pending.append(.log(peer.failures <= 1 || peer.failures % 10 == 0 ? .info : .debug,
                             "cannot reach \(id) at \(plan.endpoint) (attempt \(peer.failures)): \(reason); next try in \(delay)"))

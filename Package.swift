@@ -35,6 +35,8 @@ let package = Package(
         .library(name: "AgentFlowSignal", targets: ["AgentFlowSignal"]),
         .library(name: "AgentFlowCLI", targets: ["AgentFlowCLI"]),
         .library(name: "AgentFlowTesting", targets: ["AgentFlowTesting"]),
+        .library(name: "AgentFlowSimulation", targets: ["AgentFlowSimulation"]),
+        .executable(name: "agentflow-sim", targets: ["agentflow-sim"]),
         .plugin(name: "GenerateProtos", targets: ["GenerateProtos"]),
     ],
     dependencies: [
@@ -288,6 +290,26 @@ let package = Package(
         .executableTarget(
             name: "agentflow",
             dependencies: ["AgentFlowCLI"],
+            swiftSettings: sharedSwiftSettings
+        ),
+
+        // MARK: Deterministic simulation of the mesh core (docs/mesh.md)
+        .target(
+            name: "AgentFlowSimulation",
+            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowCluster", "AgentFlowProto"],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .executableTarget(
+            name: "agentflow-sim",
+            dependencies: [
+                "AgentFlowSimulation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "AgentFlowSimulationTests",
+            dependencies: ["AgentFlowSimulation", "AgentFlowMesh"],
             swiftSettings: sharedSwiftSettings
         ),
 

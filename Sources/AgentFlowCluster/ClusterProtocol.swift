@@ -43,6 +43,9 @@ public struct ClusterProtocol: MeshProtocol {
         store = ClusterStore(retainedPerOrigin: options.retainedEvents, recentLogLines: options.recentLogLines)
     }
 
+    /// Plants a bug for the simulator to find: the store stops checking for gaps.
+    package mutating func plantGapBug() { store.acceptsGaps = true }
+
     public static func handles(_ body: Envelope.OneOf_Body) -> Bool {
         switch body {
         case .statusUpdate, .taskLog, .alert, .taskStatus, .syncRequest, .snapshot, .snapshotRequest: true
@@ -69,7 +72,7 @@ public struct ClusterProtocol: MeshProtocol {
         _ = store.apply(event, via: nil, nowMicros: context.now.wallMicros)
         counters.published += 1
         let envelope = event.envelope
-        for peer in context.topology.links.keys.sorted() { context.send(envelope, to: peer) }
+        for peer in context.topology.linkedPeers { context.send(envelope, to: peer) }
         context.effect(Delivery(update: .event(event)))
         return event
     }
@@ -84,13 +87,13 @@ public struct ClusterProtocol: MeshProtocol {
     public mutating func linkDown(_ peer: NodeID, context: inout MeshContext) {
         lastSyncAsked.removeValue(forKey: peer)
         // A neighbour may have skipped this node because of that link: ask each what it holds.
-        for other in context.topology.links.keys.sorted() { sendSyncRequest(to: other, context: &context) }
+        for other in context.topology.linkedPeers { sendSyncRequest(to: other, context: &context) }
     }
 
     public mutating func tick(context: inout MeshContext) {
         guard let due = nextSync, context.now.instant >= due else { return }
         nextSync = context.now.instant + options.syncInterval
-        for peer in context.topology.links.keys.sorted() { sendSyncRequest(to: peer, context: &context) }
+        for peer in context.topology.linkedPeers { sendSyncRequest(to: peer, context: &context) }
     }
 
     // MARK: Receiving
@@ -129,7 +132,7 @@ public struct ClusterProtocol: MeshProtocol {
             let topology = context.topology
             // Skip a neighbour linked to the origin (it got the event first-hand) or to the
             // neighbour this came from (that one forwards to it, or it is that one's source).
-            let targets = topology.links.keys.sorted().filter { id in
+            let targets = topology.linkedPeers.filter { id in
                 id != sender && id != origin && !topology.isLinked(sender, id)
                     && !(origin.map { topology.isLinked(id, $0) } ?? false)
             }

@@ -39,6 +39,8 @@ public struct ClusterStore: Sendable {
 
     public let retainedPerOrigin: Int
     public let recentLogLines: Int
+    /// A bug planted by the simulator (`PlantedBug.gapCheck`), to show it is found: an event that skips ahead is applied.
+    package var acceptsGaps = false
     public private(set) var origins: [String: Origin] = [:]
 
     public init(retainedPerOrigin: Int = 4_096, recentLogLines: Int = 50) {
@@ -60,13 +62,13 @@ public struct ClusterStore: Sendable {
         // Mutated in place through the dictionary: a copy would duplicate the retained log per event.
         let retained = retainedPerOrigin
         let recent = recentLogLines
-        return Self.apply(event, to: &origins[id]!, via: via, nowMicros: nowMicros) { event, origin, via, now in
+        return Self.apply(event, to: &origins[id]!, via: via, nowMicros: nowMicros, acceptsGaps: acceptsGaps) { event, origin, via, now in
             Self.fold(event, into: &origin, via: via, nowMicros: now, retained: retained, recentLogLines: recent)
         }
     }
 
     private static func apply(
-        _ event: ClusterEvent, to origin: inout Origin, via: String?, nowMicros: Int64,
+        _ event: ClusterEvent, to origin: inout Origin, via: String?, nowMicros: Int64, acceptsGaps: Bool,
         fold: (ClusterEvent, inout Origin, String?, Int64) -> Void
     ) -> Outcome {
         let header = event.header
@@ -74,7 +76,7 @@ public struct ClusterStore: Sendable {
         if header.incarnation < held.0 { return .stale }
         if header.incarnation == held.0 {
             if header.sequence <= held.1 { return .duplicate }
-            if header.sequence != held.1 + 1 { return .gap(expected: held.1 + 1) }
+            if header.sequence != held.1 + 1 && !acceptsGaps { return .gap(expected: held.1 + 1) }
         } else {
             // A newer run of the origin: its stream starts at 1; its old state (tasks, alerts) is gone with it.
             guard header.sequence == 1 else { return .gap(expected: 1) }

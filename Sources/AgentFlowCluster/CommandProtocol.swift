@@ -249,7 +249,7 @@ public struct CommandProtocol: MeshProtocol {
         if let hop = context.topology.nextHop(to: destination), hop != from, context.send(envelope, to: hop) { return true }
         // No path known (the graph is still forming): ask every other neighbour (they drop ids they have seen).
         var sent = false
-        for peer in context.topology.links.keys.sorted() where peer != from {
+        for peer in context.topology.linkedPeers where peer != from {
             if context.send(envelope, to: peer) { sent = true }
         }
         return sent

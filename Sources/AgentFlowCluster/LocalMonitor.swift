@@ -70,8 +70,9 @@ public final class LocalMonitor: CommandActions, Sendable {
         case "ping":
             return .init(status: .ok, output: "pong from \(cluster.localID)")
         case "status":
-            let state = cluster.origins()[cluster.localID.rawValue]?.state
-            return .init(status: .ok, output: (try? state?.jsonString()) ?? "{}")
+            // The same snake_case object `GET /api/cluster/status` shows for an origin.
+            let state = cluster.origins()[cluster.localID.rawValue]?.state ?? Agentflow_Mesh_V1_NodeState()
+            return .init(status: .ok, output: NodeStateView.json(state))
         case "task.start", "task.stop", "task.restart":
             guard let name = args["task"], !name.isEmpty else {
                 return .init(status: .failed, exitCode: 2, message: "\(action) needs args.task: the task's name (tasks: \(tasks.taskNames.joined(separator: ", ")))")

@@ -108,7 +108,8 @@ struct MasterAPI: Sendable {
                 case .unreachable: return try JSONBody.error(.serviceUnavailable, "unreachable", result.message)
                 default:
                     return try JSONBody.response(CommandAnswer(
-                        status: result.status == .ok ? "ok" : "failed", target: target.rawValue, exitCode: result.exitCode, output: result.output,
+                        status: result.status == .ok ? "ok" : "failed", target: target.rawValue, exitCode: result.exitCode,
+                        output: CommandAnswer.Output(action: action, text: result.output),
                         message: result.message, receiptMilliseconds: receiptAfter?.roundedMilliseconds, totalMilliseconds: total.roundedMilliseconds))
                 }
             }
@@ -180,10 +181,32 @@ struct MasterAPI: Sendable {
 }
 
 struct CommandAnswer: Encodable {
+    /// A command's output: text, or for `status` the target's state as a JSON object
+    /// (the snake_case model `GET /api/cluster/status` uses).
+    enum Output: Encodable {
+        case text(String)
+        case object(JSONValue)
+
+        init(action: String, text: String) {
+            if action == "status", let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case .object = value {
+                self = .object(value)
+            } else {
+                self = .text(text)
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            switch self {
+            case .text(let text): try text.encode(to: encoder)
+            case .object(let value): try value.encode(to: encoder)
+            }
+        }
+    }
+
     var status: String
     var target: String
     var exitCode: Int32
-    var output: String
+    var output: Output
     var message: String
     var receiptMilliseconds: Double?
     var totalMilliseconds: Double
@@ -251,5 +274,46 @@ enum JSONBody {
 extension Duration {
     var roundedMilliseconds: Double {
         (inMilliseconds * 1_000).rounded() / 1_000
+    }
+}
+
+/// Any JSON value, to pass a JSON document through unchanged.
+indirect enum JSONValue: Codable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value):
+            // Whole numbers stay integers (byte counts, exit codes).
+            if value.rounded() == value, abs(value) < 9e15 { try container.encode(Int64(value)) } else { try container.encode(value) }
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
     }
 }

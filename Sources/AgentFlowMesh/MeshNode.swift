@@ -74,6 +74,10 @@ public final class MeshNode: Sendable {
     private let wake = Wakeup()
     /// Raised by `shutdown()`.
     private let stopping = Wakeup()
+    /// Raised when discovery must stop (a signal backend then deregisters).
+    private let discoveryStop = Wakeup()
+    /// Raised once discovery has stopped.
+    private let discoveryStopped = Wakeup()
     private let saving = Mutex(())
 
     /// - Parameters:
@@ -239,7 +243,15 @@ public final class MeshNode: Sendable {
             feed(.started(advertised: advertised))
             logger.info("mesh node \(identity.nodeID) up: \(bound.map(\.description).joined(separator: ", ")), advertising \(advertised.map(\.description).joined(separator: ", ")); max_peers \(options.maxPeers == 0 ? "0 (full mesh)" : String(options.maxPeers))")
             let announcement = LocalAnnouncement(nodeID: identity.nodeID, displayName: identity.displayName, endpoints: advertised, labels: identity.labels)
-            group.addTask { await self.followDiscovery(announcement) }
+            group.addTask {
+                // Its own group, so a shutdown can stop discovery first and wait for it.
+                await withDiscardingTaskGroup { discovery in
+                    discovery.addTask { await self.followDiscovery(announcement) }
+                    await self.discoveryStop.wait()
+                    discovery.cancelAll()
+                }
+                self.discoveryStopped.raise()
+            }
             group.addTask { await self.runTimer() }
             group.addTask {
                 // Work the state and the effects ask for, owned by this group.
@@ -273,6 +285,9 @@ public final class MeshNode: Sendable {
             for transport in transports { transport.beginGracefulShutdown() }
             return
         }
+        // Discovery first (a signal backend deregisters, so peers stop seeing this node at once), then the links.
+        discoveryStop.raise()
+        if discovery != nil { await discoveryStopped.wait() }
         feed(.shutdown)
         // Links end once peers answer our Goodbye, or after closeGrace; then stop the transport.
         let deadline = ContinuousClock.now + options.closeGrace + .milliseconds(500)
@@ -471,7 +486,7 @@ public final class MeshNode: Sendable {
     /// Live links' handles, by peer id.
     public func links() -> [PeerLink] {
         core.withLock { core in
-            core.state.topology.links.sorted { $0.key < $1.key }.compactMap { core.handles[$0.value] }
+            core.state.topology.linkedPeers.compactMap { core.state.topology.links[$0].flatMap { core.handles[$0] } }
         }
     }
 

@@ -177,6 +177,27 @@ struct ClusterScenarioTests {
         #expect(ping.status == 200 && ping.body["output"] as? String == "pong from m3", "\(ping.body)")
     }
 
+    @Test("the status command answers the target's state as the same snake_case object /api/cluster/status shows")
+    func statusCommandShape() async throws {
+        let cluster = try ClusterHarness(transport: "tcp")
+        defer { cluster.stop() }
+        let allow = "commands:\n  allow: [ping, status]\n"
+        try cluster.startMaster("m1", discovery: .staticPeers(["m2"]), extra: allow)
+        try cluster.startMaster("m2", discovery: .staticPeers(["m1"]), extra: allow)
+        try await cluster.waitForFullMesh(["m1", "m2"])
+        try await cluster.post("m2", "/api/publish/logs", ["task": "job", "lines": ["one line"]])
+        try await eventually("m2's line to be in its own state") {
+            try await cluster.view("m2").local.state?.recent_logs.contains { $0.line == "one line" } == true
+        }
+        let answer = try await cluster.post("m1", "/api/commands", ["target": "m2", "action": "status"])
+        #expect(answer.status == 200, "\(answer.body)")
+        let output = try #require(answer.body["output"] as? [String: Any], "output is not a JSON object: \(answer.body)")
+        #expect(output["recent_logs"] is [Any] && output["tasks"] is [Any] && output["alerts"] is [Any], "\(output)")
+        let logs = output["recent_logs"] as? [[String: Any]] ?? []
+        #expect(logs.contains { $0["line"] as? String == "one line" && $0["task"] as? String == "job" && $0["dropped_before"] != nil }, "\(logs)")
+        #expect(output["recentLogs"] == nil, "protobuf JSON names leaked: \(output)")
+    }
+
     @Test("8 masters with max_peers = 2 converge through relays; commands reach a master with no direct link, and come back", arguments: transports)
     func partialMeshAndCommands(transport: String) async throws {
         let cluster = try ClusterHarness(transport: transport)

@@ -77,13 +77,25 @@ public struct MeshContext: Sendable {
 public struct MeshTopologyView: Sendable {
     public let localID: NodeID
     /// This node's live links (admitted, not closing), by peer.
-    public internal(set) var links: [NodeID: LinkID] = [:]
+    public private(set) var links: [NodeID: LinkID] = [:]
+    /// The peers of `links`, sorted: every walk over the links goes in this order, so a run replays.
+    public private(set) var linkedPeers: [NodeID] = []
     /// Each node's own report of its live links (the newest heard).
     public internal(set) var reported: [NodeID: Set<NodeID>] = [:]
     /// Nodes with a path from this one, and the first hop of a shortest path to each.
     public internal(set) var firstHops: [NodeID: NodeID] = [:]
 
     init(localID: NodeID) { self.localID = localID }
+
+    mutating func setLink(_ link: LinkID, to peer: NodeID) {
+        if links.updateValue(link, forKey: peer) == nil {
+            linkedPeers.insert(peer, at: linkedPeers.firstIndex { $0 > peer } ?? linkedPeers.count)
+        }
+    }
+
+    mutating func removeLink(to peer: NodeID) {
+        if links.removeValue(forKey: peer) != nil { linkedPeers.removeAll { $0 == peer } }
+    }
 
     /// True when `a` and `b` are linked as far as this node can tell.
     public func isLinked(_ a: NodeID, _ b: NodeID) -> Bool {
@@ -108,7 +120,7 @@ public struct MeshTopologyView: Sendable {
     mutating func recomputePaths() {
         var hops: [NodeID: NodeID] = [:]
         var frontier: [NodeID] = []
-        for peer in links.keys.sorted() {
+        for peer in linkedPeers {
             hops[peer] = peer
             frontier.append(peer)
         }

@@ -92,6 +92,8 @@ public struct MeshState: Sendable {
     var nextNonce: UInt64 = 1
     /// Something that dialling or pruning depends on changed.
     var planDue = true
+    /// When a backoff ends or a link becomes prunable: the plan is due again then.
+    var planAt: MeshInstant?
     /// When to be called again; nil when nothing is pending.
     public private(set) var nextDeadline: MeshInstant?
     /// Actions of the input being handled.
@@ -147,7 +149,7 @@ public struct MeshState: Sendable {
             receive(envelope, on: id)
         case .tick:
             upkeep()
-            planDue = true
+            if let planAt, planAt <= now.instant { planDue = true }
         case .reachability(let value):
             let changed = ownReachability.map { ($0.dialable, $0.publicAddress, $0.mapping, $0.filtering) != (value.dialable, value.publicAddress, value.mapping, value.filtering) } ?? true
             ownReachability = value
@@ -166,11 +168,18 @@ public struct MeshState: Sendable {
         guard let index = protocols.firstIndex(where: { $0 is P }) else { return nil }
         self.now = now
         var context = makeContext()
-        var value = protocols[index] as! P
-        let result = body(&value, &context)
-        protocols[index] = value
+        // In place: a copy of the protocol would copy its whole store on the first change.
+        let result = Self.mutate(&protocols[index], as: P.self) { body(&$0, &context) }
         pending += context.actions
         return (result, finish())
+    }
+
+    /// Runs `body` on `value` as a `P`, without copying it out of its box.
+    private static func mutate<T: MeshProtocol, P: MeshProtocol, R>(_ value: inout T, as type: P.Type, _ body: (inout P) -> R) -> R {
+        precondition(T.self == P.self, "\(T.self) is not \(P.self)")
+        return withUnsafeMutablePointer(to: &value) { pointer in
+            pointer.withMemoryRebound(to: P.self, capacity: 1) { body(&$0.pointee) }
+        }
     }
 
     /// Reads the registered protocol of type `P`.
@@ -188,8 +197,8 @@ public struct MeshState: Sendable {
             exchangeDue = false
             lastExchange = now.instant
             let exchange = peerExchange()
-            for (peer, link) in topology.links.sorted(by: { $0.key < $1.key }) where peer != identity.nodeID {
-                pending.append(.send(link, exchange))
+            for peer in topology.linkedPeers where peer != identity.nodeID {
+                pending.append(.send(topology.links[peer]!, exchange))
             }
         }
         computeDeadline()
@@ -356,8 +365,13 @@ public struct MeshState: Sendable {
         }
         planUnidentified()
         if options.maxPeers > 0 {
+            var preferred: [NodeID: Set<NodeID>] = [identity.nodeID: MeshTopology.preferredPeers(of: identity.nodeID, among: members, maxPeers: options.maxPeers)]
+            func prefers(_ a: NodeID, _ b: NodeID) -> Bool {
+                if preferred[a] == nil { preferred[a] = MeshTopology.preferredPeers(of: a, among: members.union([a, b]), maxPeers: options.maxPeers) }
+                return preferred[a]!.contains(b)
+            }
             for (id, link) in liveLinks() where instant - link.connectedAt.instant >= Self.pruneDelay
-                && !MeshTopology.keepsLink(identity.nodeID, id, members: members, maxPeers: options.maxPeers) {
+                && !(prefers(identity.nodeID, id) || prefers(id, identity.nodeID)) {
                 stopUsing(link.info.id, reason: "mesh.max_peers = \(options.maxPeers): neither end prefers this link", goodbye: true)
             }
         }
@@ -466,7 +480,7 @@ public struct MeshState: Sendable {
             pending.append(.close(displaced, reason: "replaced by a newer link"))
         }
         pending.append(.log(.info, "link to \(id) up (\(info.direction.rawValue), \(info.transport), \(info.remoteAddress))"))
-        topology.links[id] = info.id
+        topology.setLink(info.id, to: id)
         topology.recomputePaths()
         planDue = true
         // The others hear of the new link; the new neighbour gets the whole picture (book and link graph).
@@ -505,7 +519,7 @@ public struct MeshState: Sendable {
         links[id] = link
         pending.append(goodbye ? .close(id, reason: reason) : .abort(id, reason: reason))
         guard wasLive, topology.links[link.info.peerID] == id else { return }
-        topology.links.removeValue(forKey: link.info.peerID)
+        topology.removeLink(to: link.info.peerID)
         topology.recomputePaths()
         planDue = true
         floodOwnLinkState(except: nil)
@@ -551,7 +565,7 @@ public struct MeshState: Sendable {
 
     /// Live links (admitted, not closing), by peer.
     func liveLinks() -> [(NodeID, Link)] {
-        topology.links.sorted { $0.key < $1.key }.compactMap { peer, id in links[id].map { (peer, $0) } }
+        topology.linkedPeers.compactMap { peer in topology.links[peer].flatMap { links[$0] }.map { (peer, $0) } }
     }
 
     // MARK: Envelopes
@@ -606,7 +620,7 @@ public struct MeshState: Sendable {
         me.endpoints = identity.advertised.map(\.wire)
         me.lastSeenUnixMicros = now.wallMicros
         me.labels = identity.labels
-        me.linkedPeers = topology.links.keys.sorted().map(\.rawValue)
+        me.linkedPeers = topology.linkedPeers.map(\.rawValue)
         me.linksIncarnation = identity.incarnation
         me.linksVersion = linksVersion
         if let ownReachability { me.reachability = ownReachability.wire }
@@ -620,8 +634,8 @@ public struct MeshState: Sendable {
         exchange.peers = [ownInfo()]
         var envelope = Envelope()
         envelope.peerExchange = exchange
-        for (peer, link) in topology.links.sorted(by: { $0.key < $1.key }) where peer != except {
-            pending.append(.send(link, envelope))
+        for peer in topology.linkedPeers where peer != except {
+            pending.append(.send(topology.links[peer]!, envelope))
         }
     }
 
@@ -710,12 +724,16 @@ public struct MeshState: Sendable {
             }
             var envelope = Envelope()
             envelope.peerExchange = forward
-            for (peer, link) in topology.links.sorted(by: { $0.key < $1.key }) where peer != sender {
-                pending.append(.send(link, envelope))
+            // A neighbour linked to a report's own node got it from that node directly.
+            let sources = Set(changedStates.compactMap { NodeID($0.nodeID) })
+            for peer in topology.linkedPeers where peer != sender && !sources.allSatisfy({ topology.isLinked(peer, $0) }) {
+                pending.append(.send(topology.links[peer]!, envelope))
             }
         }
         let entries: [PeerBook.Entry] = exchange.peers.prefix(2_000).compactMap { info in
             guard let id = NodeID(info.nodeID), id != identity.nodeID, !retired.contains(id) else { return nil }
+            // Only news can change the book: skip what is not newer than what it holds.
+            if let held = book.entries[id], held.lastSeenMicros >= min(info.lastSeenUnixMicros, now.wallMicros) { return nil }
             let endpoints = info.endpoints.prefix(16).compactMap(DiscoveredEndpoint.init(wire:))
             guard !endpoints.isEmpty else { return nil }
             // Nobody vouches for the future: a clock ahead of ours counts as now.
@@ -762,13 +780,15 @@ public struct MeshState: Sendable {
                 stopUsing(id, reason: "the certificate of \(link.info.peerID) expired at \(Timestamp.string(unixMicros: expiry * 1_000_000)); a new link needs a renewed one", goodbye: false)
                 continue
             }
-            if instant >= link.nextPing {
+            // A ping due soon goes out with one due now: one wake-up serves every link.
+            if instant >= link.nextPing - options.pingInterval / 2 {
                 pending.append(.send(id, ping(at: now)))
                 links[id]?.nextPing = instant + options.pingInterval
             }
         }
         if lastBookSave.map({ instant - $0 >= .seconds(1) }) ?? true {
             lastBookSave = instant
+            planDue = true
             let keep = Set(peers.values.filter { $0.link != nil || $0.inDiscovery }.map(\.id))
             for id in book.expire(nowMicros: now.wallMicros, keep: keep) where peers[id]?.link == nil && peers[id]?.inDiscovery != true && !topology.isReachable(id) {
                 peers.removeValue(forKey: id)
@@ -806,25 +826,30 @@ public struct MeshState: Sendable {
 
     mutating func computeDeadline() {
         var deadline: MeshInstant?
-        func consider(_ instant: MeshInstant?) {
+        var planning: MeshInstant?
+        func consider(_ instant: MeshInstant?, plan: Bool = false) {
             guard let instant else { return }
             if deadline == nil || instant < deadline! { deadline = instant }
+            if plan, planning == nil || instant < planning! { planning = instant }
         }
+        defer { planAt = planning }
         for link in links.values {
             if let closing = link.closing {
                 consider(closing.at + options.closeGrace + .milliseconds(1))
             } else {
                 consider(link.nextPing)
                 consider(link.lastReceived + options.peerTimeout + .milliseconds(1))
-                if options.maxPeers > 0 { consider(link.connectedAt.instant + Self.pruneDelay) }
+                // A link becomes prunable at this age (later changes re-plan on their own).
+                let prunable = link.connectedAt.instant + Self.pruneDelay
+                if options.maxPeers > 0 && prunable > now.instant { consider(prunable, plan: true) }
             }
         }
         if !shuttingDown {
             for peer in peers.values where peer.link == nil && !peer.dialling && peer.nextAttempt > now.instant {
-                consider(peer.nextAttempt)
+                consider(peer.nextAttempt, plan: true)
             }
             for entry in unidentified.values where entry.answeredBy == nil && !entry.isSelf && !entry.dialling && entry.nextAttempt > now.instant {
-                consider(entry.nextAttempt)
+                consider(entry.nextAttempt, plan: true)
             }
         }
         consider((lastExchange ?? now.instant) + options.peerExchangeInterval)

@@ -14,6 +14,10 @@ public struct MeshInstant: Comparable, Hashable, Sendable, CustomStringConvertib
         MeshInstant(nanoseconds: a.nanoseconds &+ d.nanosecondsClamped)
     }
 
+    public static func - (a: MeshInstant, d: Duration) -> MeshInstant {
+        MeshInstant(nanoseconds: a.nanoseconds &- d.nanosecondsClamped)
+    }
+
     public static func - (a: MeshInstant, b: MeshInstant) -> Duration { .nanoseconds(a.nanoseconds &- b.nanoseconds) }
 
     public var description: String { "t+\(Double(nanoseconds) / 1e9)s" }

@@ -110,6 +110,7 @@ public final class MeshSimulation {
         var applied: [String: (UInt64, UInt64)] = [:]
         var nextLinkID: UInt64 = 1
         var crashedAt: MeshInstant?
+        var startedAt = MeshInstant.zero
     }
 
     /// One direction of a link: where it lands and when its last message arrives (FIFO).
@@ -167,11 +168,12 @@ public final class MeshSimulation {
     /// When the partition heals: what crosses it waits until then, as TCP retransmits would.
     var partitionEnds = MeshInstant.zero
     var report: SimulationReport
-    /// When each (origin, incarnation, sequence) was published, for visibility.
-    var publishedAt: [String: MeshInstant] = [:]
-    /// The last crash, restart or partition change: visibility is measured only for
-    /// events published well after it (a cut link or a prune must not delay events).
-    var lastDisruption = MeshInstant.zero
+    /// When each (origin, incarnation, sequence) was published, and which masters were
+    /// in the mesh then (linked to someone): visibility is measured for those.
+    var publishedAt: [String: (at: MeshInstant, inMesh: Set<Int>)] = [:]
+    /// Partitions, and silent crashes until their peers' timeout: visibility is not
+    /// measured across them (cuts, prunes, joins and reset crashes must not delay events).
+    var disruptions: [(from: MeshInstant, to: MeshInstant)] = []
     /// Command ids run, per (node, incarnation).
     var executed: Set<String> = []
     var failure: SimulationFailure?
@@ -261,6 +263,8 @@ public final class MeshSimulation {
                               seed: random.next(), now: clock(index))
         nodes[index].applied = [:]
         nodes[index].tickAt = nil
+        nodes[index].startedAt = now
+        nodes[index].discoveryDown = false
         let actions = state.handle(.started(advertised: [endpoint(index)]), at: clock(index))
         nodes[index].state = state
         running[index] = true
@@ -330,13 +334,11 @@ public final class MeshSimulation {
             schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random)))
         case .heal:
             partition = nil
-            lastDisruption = now
             trace?("\(now) partition healed")
         case .restart(let index):
             guard !alive(index) else { return }
             nodes[index].incarnation += 1
             report.restarts += 1
-            lastDisruption = now
             trace?("\(now) \(nodes[index].id) restarts as incarnation \(nodes[index].incarnation)")
             start(index, at: .milliseconds(10))
         }
@@ -374,8 +376,8 @@ public final class MeshSimulation {
                 endWire(of: index, link: link, clean: false, reason: reason)
             case .persist(let book):
                 nodes[index].savedBook = book
-            case .log:
-                break
+            case .log(_, let message):
+                trace?("\(now) \(nodes[index].id): \(message)")
             case .effect(let value):
                 effect(value, at: index)
             }
@@ -484,8 +486,9 @@ public final class MeshSimulation {
         guard nodes[index].state != nil,
               let (event, actions) = nodes[index].state!.withProtocol(ClusterProtocol.self, at: clock(index), { $0.publish(.taskLog(line), context: &$1) }) else { return }
         report.published += 1
-        if partition == nil && now - lastDisruption > meshOptions.peerTimeout + .seconds(1) {
-            publishedAt["\(event.header.origin)/\(event.header.incarnation)/\(event.header.sequence)"] = now
+        let inMesh = Set(nodes.indices.filter { alive($0) && !(nodes[$0].state?.topology.linkedPeers.isEmpty ?? true) })
+        if inMesh.contains(index) {
+            publishedAt["\(event.header.origin)/\(event.header.incarnation)/\(event.header.sequence)"] = (now, inMesh)
         }
         perform(actions, at: index)
     }
@@ -535,11 +538,12 @@ public final class MeshSimulation {
             }
             nodes[index].applied[header.origin] = (header.incarnation, header.sequence)
             // Visibility counts pairs that lived on: a crashed origin's last events, or a crashed observer, wait for the restart.
-            if header.origin != nodes[index].id.rawValue, let at = publishedAt["\(header.origin)/\(header.incarnation)/\(header.sequence)"],
+            if header.origin != nodes[index].id.rawValue, let (at, inMesh) = publishedAt["\(header.origin)/\(header.incarnation)/\(header.sequence)"], inMesh.contains(index),
                let origin = Int(header.origin.dropFirst()), nodes[origin].crashedAt.map({ $0 < at }) ?? true,
-               nodes[index].crashedAt.map({ $0 < at }) ?? true {
+               nodes[index].crashedAt.map({ $0 < at }) ?? true, nodes[index].startedAt <= at,
+               !disruptions.contains(where: { $0.from <= now && $0.to >= at }) {
                 report.visibilityMilliseconds.append((now - at).inMilliseconds)
-                if (now - at) > .milliseconds(100) {
+                if (now - at) > .milliseconds(40) {
                     trace?("\(now) \(nodes[index].id) applied \(header.origin) #\(header.sequence) \((now - at).inMilliseconds) ms after it was published")
                 }
             }
@@ -568,18 +572,19 @@ public final class MeshSimulation {
             wires[position].open = false
             schedule(.ended(node: wire.a.node, link: wire.a.link, error: "connection reset"), after: delay())
             schedule(.ended(node: wire.b.node, link: wire.b.link, error: "connection reset"), after: delay())
+            noteIfSplit()
         case 40..<55:
             guard partition == nil, nodes.count >= 3 else { return }
             let side = Set(nodes.indices.filter { _ in Bool.random(using: &random) })
             guard !side.isEmpty, side.count < nodes.count else { return }
             partition = side
-            lastDisruption = now
             report.partitions += 1
             trace?("\(now) partition \(side.sorted().map { nodes[$0].id.rawValue }) from the rest")
             // Healed by the end of the chaos phase (at least half a second): the quiet phase's bound counts from there.
             let longest = max(500, (chaosEnds - now).inMilliseconds)
             let lasting = Duration.milliseconds(Int64.random(in: 500...max(500, min(6_000, Int64(longest))), using: &random))
             partitionEnds = now + lasting
+            disruptions.append((now, partitionEnds))
             schedule(.heal, after: lasting)
         case 55..<80:
             // Crash a node (keep at least two alive); its peers see a reset or, half the time, silence.
@@ -591,9 +596,29 @@ public final class MeshSimulation {
         }
     }
 
+    /// A cut or a crash that leaves the live masters without a path between some of
+    /// them: nothing can cross until a redial, so visibility is not measured until the
+    /// backoff's longest step and a dial have passed.
+    func noteIfSplit() {
+        let live = nodes.indices.filter(alive)
+        guard let first = live.first else { return }
+        var seen: Set<Int> = [first]
+        var frontier = [first]
+        while let node = frontier.popLast() {
+            for wire in wires where wire.open {
+                let next = wire.a.node == node ? wire.b.node : wire.b.node == node ? wire.a.node : -1
+                if next >= 0, alive(next), seen.insert(next).inserted { frontier.append(next) }
+            }
+        }
+        if seen.count < live.count {
+            disruptions.append((now, now + meshOptions.backoff.maximum + .milliseconds(500)))
+        }
+    }
+
     func crash(_ index: Int, silent: Bool) {
         report.crashes += 1
-        lastDisruption = now
+        if silent { disruptions.append((now, now + meshOptions.peerTimeout + .seconds(1))) }
+        defer { noteIfSplit() }
         nodes[index].crashedAt = now
         trace?("\(now) \(nodes[index].id) crashes\(silent ? " silently" : "")")
         nodes[index].state = nil

@@ -31,8 +31,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(help: "Command round trips per scenario.")
     var commands: Int = 1_000
 
-    @Option(help: "Scenarios, comma separated: direct (2 masters), fanout (11, full mesh), relay (20, max_peers 3).")
-    var scenarios: String = "direct,fanout,relay"
+    @Option(help: "Scenarios, comma separated: direct (2 masters), fanout (11, full mesh), relay (20, max_peers 3), reconfigure (10, max_peers 2, while a master joins and one crashes and restarts).")
+    var scenarios: String = "direct,fanout,relay,reconfigure"
 
     @Option(help: "Hold a 0 µs PM QoS request while measuring (see `link --help`).")
     var holdCPUAwake = true
@@ -51,11 +51,14 @@ struct ClusterBenchmark: AsyncParsableCommand {
                 case "direct": (2, 0)
                 case "fanout": (11, 0)
                 case "relay": (20, 3)
-                default: throw ValidationError("unknown scenario \(scenario): direct, fanout or relay")
+                case "reconfigure": (10, 2)
+                default: throw ValidationError("unknown scenario \(scenario): direct, fanout, relay or reconfigure")
                 }
                 let cluster = try await BenchCluster(count: count, transport: transport, maxPeers: maxPeers, pki: pki)
                 try await cluster.waitForTopology()
-                let result = try await cluster.measure(rate: rate, seconds: seconds)
+                let result = scenario == "reconfigure"
+                    ? try await cluster.measureReconfiguring(rate: rate, seconds: max(seconds, 10))
+                    : try await cluster.measure(rate: rate, seconds: seconds)
                 let farthest = cluster.farthestFromFirst()
                 let rtt = try await cluster.commandRoundTrips(to: farthest, count: commands)
                 var totals = ClusterNode.Counters()
@@ -91,15 +94,33 @@ final class BenchCluster: Sendable {
     let members: [Member]
     let maxPeers: Int
     let ids: [NodeID]
+    let transport: String
+    let pki: BenchPKI
+    let directory = InMemoryDirectory()
+    /// Members started or restarted during a run (the reconfigure scenario).
+    let later = Mutex<[Member]>([])
 
     init(count: Int, transport: String, maxPeers: Int, pki: BenchPKI) async throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .error
-        let directory = InMemoryDirectory()
         self.maxPeers = maxPeers
+        self.transport = transport
+        self.pki = pki
         ids = (1...count).map { NodeID(String(format: "n%02d", $0))! }
         var members: [Member] = []
-        for id in ids {
+        for id in ids { members.append(try Self.member(id, transport: transport, maxPeers: maxPeers, pki: pki, directory: directory)) }
+        self.members = members
+    }
+
+    /// Starts a master (a new run of `id` if it ran before) and keeps it for `stop()`.
+    func startLater(_ id: NodeID) throws -> Member {
+        let member = try Self.member(id, transport: transport, maxPeers: maxPeers, pki: pki, directory: directory)
+        later.withLock { $0.append(member) }
+        return member
+    }
+
+    static func member(_ id: NodeID, transport: String, maxPeers: Int, pki: BenchPKI, directory: InMemoryDirectory) throws -> Member {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        do {
             let address = HostPort(host: "127.0.0.1", port: 0)
             let security = try pki.security(id.rawValue)
             let link: any Transport = switch transport {
@@ -122,9 +143,8 @@ final class BenchCluster: Sendable {
                     group.addTask { await cluster.run(actions: PingOnly(id: id)) }
                 }
             }
-            members.append(Member(mesh: mesh, cluster: cluster, router: router, task: task))
+            return Member(mesh: mesh, cluster: cluster, router: router, task: task)
         }
-        self.members = members
     }
 
     /// Waits until every member holds the links the topology wants (and a little more for PeerExchange to settle).
@@ -203,6 +223,59 @@ final class BenchCluster: Sendable {
         return (rows, cpu)
     }
 
+    /// Publishes on the first member while the mesh changes under it: a new master
+    /// joins (its links come up, and surplus links are pruned 5 s later), a master is
+    /// cut off abruptly (its links reset) and comes back as a new run. Latency is
+    /// measured at the members that stay up throughout.
+    func measureReconfiguring(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
+        let samples = LatencySamples()
+        let origin = ids[0].rawValue
+        let victim = members[members.count / 2]
+        var listeners: [Task<Void, Never>] = []
+        for member in members.dropFirst() where member.cluster.localID != victim.cluster.localID {
+            let updates = member.cluster.updates()
+            listeners.append(Task {
+                for await update in updates {
+                    guard case .event(let event) = update, case .taskLog(let line) = event, line.header.origin == origin, line.task == "bench" else { continue }
+                    samples.add(Double(unixMicros() - line.header.timestampUnixMicros), hops: 0)
+                }
+            })
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let publisher = members[0].cluster
+        let total = Int(Double(rate) * seconds)
+        let interval = Duration.seconds(1) / rate
+        let cpuStart = Self.cpuSeconds()
+        let start = ContinuousClock.now
+        var next = start
+        var line = Agentflow_Mesh_V1_TaskLog()
+        line.task = "bench"
+        line.line = String(repeating: "x", count: 100)
+        // The changes, as fractions of the run: a join, a crash, a restart.
+        var changes: [(at: Double, what: String)] = [(0.1, "join"), (0.45, "crash"), (0.6, "restart")]
+        for index in 0..<total {
+            let elapsed = Double(index) / Double(max(total, 1))
+            while let change = changes.first, elapsed >= change.at {
+                changes.removeFirst()
+                switch change.what {
+                case "join": _ = try startLater(NodeID(String(format: "n%02d", ids.count + 1))!)
+                case "crash": victim.task.cancel()
+                default: _ = try startLater(victim.cluster.localID)
+                }
+                FileHandle.standardError.write(Data("  reconfigure: \(change.what) at \(String(format: "%.1f", (ContinuousClock.now - start).seconds)) s\n".utf8))
+            }
+            if next > ContinuousClock.now { try await Task.sleep(until: next, clock: .continuous) }
+            publisher.publish(.taskLog(line))
+            next += interval
+        }
+        let wall = ContinuousClock.now - start
+        try await Task.sleep(for: .seconds(1))
+        let cpu = (Self.cpuSeconds() - cpuStart) / ((wall + .seconds(1)).seconds) * 100
+        for listener in listeners { listener.cancel() }
+        let everything = samples.all.values.flatMap { $0 }
+        return ([Self.row(everything, receivers: listeners.count, hops: "all, reconfiguring")], cpu)
+    }
+
     static func row(_ values: [Double], receivers: Int, hops: String) -> Row {
         let sorted = values.sorted()
         func at(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
@@ -230,8 +303,9 @@ final class BenchCluster: Sendable {
     }
 
     func stop() async {
-        for member in members { member.mesh.shutdown() }
-        for member in members {
+        let all = members + later.withLock { $0 }
+        for member in all { member.mesh.shutdown() }
+        for member in all {
             member.task.cancel()
             _ = try? await member.task.value
         }

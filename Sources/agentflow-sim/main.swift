@@ -1,5 +1,8 @@
 import AgentFlowSimulation
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs the mesh core's deterministic simulation: one seed to replay a
 /// failure exactly, or many to look for one.
@@ -44,7 +47,14 @@ struct SimulateCommand: ParsableCommand {
         var steps = 0
         var worstP99 = 0.0
         var worstSeed: UInt64 = 0
+        let clock = ContinuousClock()
+        let started = clock.now
         for current in range {
+            if seed == nil, current > range.lowerBound, (current - range.lowerBound) % 10_000 == 0 {
+                // Progress for long soaks: how far, and the worst so far.
+                print("… \(current - range.lowerBound) seeds passed (\(range.lowerBound)…\(current - 1)) in \(clock.now - started); worst visibility p99 \(worstP99.fixed(1)) ms (seed \(worstSeed))")
+                fflush(nil)  // readable in a file while the soak runs
+            }
             var options = SimulationOptions.varied(seed: current, largest: largest)
             options.plantedBug = bug
             let simulation = MeshSimulation(seed: current, options: options)
@@ -63,7 +73,7 @@ struct SimulateCommand: ParsableCommand {
             }
         }
         if seed == nil {
-            print("\(range.count) seeds passed (\(range.lowerBound)…\(range.upperBound)), \(steps) steps; worst visibility p99 \(worstP99.fixed(1)) ms (seed \(worstSeed))")
+            print("\(range.count) seeds passed (\(range.lowerBound)…\(range.upperBound)) in \(clock.now - started), \(steps) steps; worst visibility p99 \(worstP99.fixed(1)) ms (seed \(worstSeed))")
         }
     }
 }

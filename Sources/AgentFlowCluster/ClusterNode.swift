@@ -150,7 +150,11 @@ final class ClusterEffects: MeshEffects {
     }
 
     struct State {
-        var subscribers: [UInt64: AsyncStream<ClusterUpdate>.Continuation] = [:]
+        var subscribers: [UInt64: AsyncStream<ClusterUpdate>.Continuation] = [:] {
+            didSet { subscriberList = Array(subscribers.values) }
+        }
+        /// The same, as a list: read for every delivered update.
+        var subscriberList: [AsyncStream<ClusterUpdate>.Continuation] = []
         var nextSubscriber: UInt64 = 0
         var waiters: [String: Waiter] = [:]
     }
@@ -166,7 +170,7 @@ final class ClusterEffects: MeshEffects {
     func perform(_ effect: any Sendable, node: MeshNode) {
         switch effect {
         case let delivery as ClusterProtocol.Delivery:
-            for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.yield(delivery.update) }
+            for subscriber in state.withLock({ $0.subscriberList }) { subscriber.yield(delivery.update) }
         case let run as CommandProtocol.Run:
             runContinuation.yield(run)
         case let receipt as CommandProtocol.Receipt:

@@ -6,7 +6,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-public import Logging
+import Logging
 import Synchronization
 
 /// What a master does when a command reaches it: runs an allowed action.

@@ -1,4 +1,4 @@
-public import AgentFlowCore
+import AgentFlowCore
 public import AgentFlowProto
 #if canImport(FoundationEssentials)
 import FoundationEssentials

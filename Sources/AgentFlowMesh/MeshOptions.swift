@@ -1,5 +1,5 @@
 public import AgentFlowCore
-public import AgentFlowProto
+import AgentFlowProto
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -23,12 +23,10 @@ public struct MeshOptions: Sendable {
     public var peerBookMaxAge: Duration
     /// How long a link that this node closed may wait for the peer's end before it is cut.
     public var closeGrace: Duration
-    /// How often the manager looks for peers to dial and links to prune.
-    public var tick: Duration
 
     public init(maxPeers: Int = 0, handshakeTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(20),
                 backoff: ReconnectBackoff = ReconnectBackoff(), peerExchangeInterval: Duration = .seconds(30), peerBookFile: String? = nil,
-                peerBookMaxAge: Duration = .seconds(72 * 3_600), closeGrace: Duration = .seconds(2), tick: Duration = .milliseconds(100)) {
+                peerBookMaxAge: Duration = .seconds(72 * 3_600), closeGrace: Duration = .seconds(2)) {
         self.maxPeers = maxPeers
         self.handshakeTimeout = handshakeTimeout
         self.pingInterval = pingInterval
@@ -38,7 +36,15 @@ public struct MeshOptions: Sendable {
         self.peerBookFile = peerBookFile
         self.peerBookMaxAge = peerBookMaxAge
         self.closeGrace = closeGrace
-        self.tick = tick
+    }
+
+    /// The options with a polling period, from before the mesh had deadlines.
+    @available(*, deprecated, message: "the mesh does not poll: its timers are MeshState's deadlines; drop tick")
+    public init(maxPeers: Int = 0, handshakeTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(20),
+                backoff: ReconnectBackoff = ReconnectBackoff(), peerExchangeInterval: Duration = .seconds(30), peerBookFile: String? = nil,
+                peerBookMaxAge: Duration = .seconds(72 * 3_600), closeGrace: Duration = .seconds(2), tick: Duration) {
+        self.init(maxPeers: maxPeers, handshakeTimeout: handshakeTimeout, pingInterval: pingInterval, peerTimeout: peerTimeout, backoff: backoff,
+                  peerExchangeInterval: peerExchangeInterval, peerBookFile: peerBookFile, peerBookMaxAge: peerBookMaxAge, closeGrace: closeGrace)
     }
 
     /// The options a master's config asks for; the peer book lives in its data folder.

@@ -1,5 +1,5 @@
 public import AgentFlowCore
-public import AgentFlowProto
+import AgentFlowProto
 import Synchronization
 
 /// Which side dialled a link.

@@ -1,4 +1,4 @@
-public import AgentFlowCore
+import AgentFlowCore
 import AgentFlowProto
 
 /// What a node's probes found about reaching it from outside, in short:

@@ -1,4 +1,4 @@
-public import AgentFlowCore
+import AgentFlowCore
 import AgentFlowCluster
 public import AgentFlowMesh
 import AgentFlowProto
@@ -77,6 +77,8 @@ public struct SimulationReport: Sendable {
     public var partitions = 0
     public var commands = 0
     public var commandsAnswered = 0
+    /// Events forwarded by relays, summed over the live masters at the end.
+    public var relayed: UInt64 = 0
     /// Virtual milliseconds from publish to apply, for every (event, live observer) pair.
     public var visibilityMilliseconds: [Double] = []
     /// A digest of everything that happened: equal for equal seeds.
@@ -210,7 +212,7 @@ public final class MeshSimulation {
         for index in nodes.indices {
             start(index, at: .milliseconds(Int64.random(in: 0...300, using: &random)))
         }
-        schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random)))
+        if options.chaos > .zero { schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random))) }
         while let next = queue.popMin() {
             guard let event = pendingEvents.removeValue(forKey: next.order) else { continue }
             if next.at > runEnds.nanoseconds { break }
@@ -221,6 +223,7 @@ public final class MeshSimulation {
             if let failure { throw failure }
         }
         now = runEnds
+        report.relayed = nodes.compactMap { $0.state?.read(ClusterProtocol.self) { $0.counters.relayed } }.reduce(0, +)
         try finalChecks()
         return report
     }

@@ -1,6 +1,6 @@
 public import AgentFlowCore
-public import AgentFlowProto
-public import Logging
+import AgentFlowProto
+import Logging
 
 /// One node's mesh, as I/O-free state: every known peer and why it is or is
 /// not linked, the links and their liveness, the peer book, the link graph
@@ -70,6 +70,7 @@ public struct MeshState: Sendable {
     public let options: MeshOptions
     public private(set) var topology: MeshTopologyView
     var protocols: [any MeshProtocol]
+    var protocolIndices: [ObjectIdentifier: Int] = [:]
     var peers: [NodeID: Peer] = [:]
     var links: [LinkID: Link] = [:]
     var book: PeerBook
@@ -94,6 +95,10 @@ public struct MeshState: Sendable {
     var planDue = true
     /// When a backoff ends or a link becomes prunable: the plan is due again then.
     var planAt: MeshInstant?
+    /// The input was an envelope: only the protocols' deadlines need a look.
+    var lightStep = false
+    /// Dialling or links changed in this step: every deadline needs a look.
+    var planChanged = false
     /// When to be called again; nil when nothing is pending.
     public private(set) var nextDeadline: MeshInstant?
     /// Actions of the input being handled.
@@ -147,6 +152,8 @@ public struct MeshState: Sendable {
             linkDown(id, error: error)
         case .envelope(let envelope, let id):
             receive(envelope, on: id)
+            // The common case — an event, a sync, a ping — moves no mesh deadline earlier.
+            lightStep = true
         case .tick:
             upkeep()
             if let planAt, planAt <= now.instant { planDue = true }
@@ -165,7 +172,7 @@ public struct MeshState: Sendable {
     /// publish an event) with a context for its answers; returns its result
     /// and the actions to perform. Nil when no such protocol is registered.
     public mutating func withProtocol<P: MeshProtocol, R>(_ type: P.Type, at now: MeshNow, _ body: (inout P, inout MeshContext) -> R) -> (R, [MeshAction])? {
-        guard let index = protocols.firstIndex(where: { $0 is P }) else { return nil }
+        guard let index = protocolIndex(P.self) else { return nil }
         self.now = now
         var context = makeContext()
         // In place: a copy of the protocol would copy its whole store on the first change.
@@ -182,6 +189,15 @@ public struct MeshState: Sendable {
         }
     }
 
+    /// Where `P` sits among the protocols (found once, then remembered).
+    mutating func protocolIndex<P: MeshProtocol>(_ type: P.Type) -> Int? {
+        let key = ObjectIdentifier(type)
+        if let index = protocolIndices[key] { return index }
+        guard let index = protocols.firstIndex(where: { $0 is P }) else { return nil }
+        protocolIndices[key] = index
+        return index
+    }
+
     /// Reads the registered protocol of type `P`.
     public func read<P: MeshProtocol, R>(_ type: P.Type, _ body: (P) -> R) -> R? {
         guard let value = protocols.first(where: { $0 is P }) as? P else { return nil }
@@ -191,6 +207,7 @@ public struct MeshState: Sendable {
     private mutating func finish() -> [MeshAction] {
         if planDue {
             planDue = false
+            planChanged = true
             plan()
         }
         if exchangeDue || lastExchange.map({ now.instant - $0 >= options.peerExchangeInterval }) ?? false {
@@ -198,10 +215,17 @@ public struct MeshState: Sendable {
             lastExchange = now.instant
             let exchange = peerExchange()
             for peer in topology.linkedPeers where peer != identity.nodeID {
-                pending.append(.send(topology.links[peer]!, exchange))
+                pending.append(.sendInOrder(topology.links[peer]!, exchange))
             }
         }
-        computeDeadline()
+        if lightStep && !planChanged {
+            // Only a protocol can have asked for an earlier wake-up.
+            for value in protocols { if let due = value.nextDeadline, nextDeadline.map({ due < $0 }) ?? true { nextDeadline = max(due, now.instant + .milliseconds(1)) } }
+        } else {
+            computeDeadline()
+        }
+        lightStep = false
+        planChanged = false
         defer { pending = [] }
         return pending
     }
@@ -486,7 +510,7 @@ public struct MeshState: Sendable {
         // The others hear of the new link; the new neighbour gets the whole picture (book and link graph).
         if displaced == nil { floodOwnLinkState(except: id) }
         pending.append(.send(info.id, ping(at: now)))
-        pending.append(.send(info.id, peerExchange()))
+        pending.append(.sendInOrder(info.id, peerExchange()))
         eachProtocol { $0.linkUp(id, context: &$1) }
     }
 
@@ -571,11 +595,12 @@ public struct MeshState: Sendable {
     // MARK: Envelopes
 
     mutating func receive(_ envelope: Envelope, on id: LinkID) {
-        guard var link = links[id] else { return }
-        link.lastReceived = now.instant
-        link.received += 1
-        links[id] = link
-        let peer = link.info.peerID
+        // In place: this runs for every envelope, and a copy of the link would copy its info.
+        guard links[id] != nil else { return }
+        links[id]!.lastReceived = now.instant
+        links[id]!.received += 1
+        let peer = links[id]!.info.peerID
+        let live = links[id]!.closing == nil
         guard let body = envelope.body else { return }  // a kind this version does not know: skipped, as the contract says
         switch body {
         case .ping(let ping):
@@ -586,7 +611,7 @@ public struct MeshState: Sendable {
         case .pong(let pong):
             links[id]?.roundTrip = .microseconds(max(0, now.wallMicros - pong.pingSentUnixMicros))
         case .peerExchange(let exchange):
-            learn(exchange, from: peer, live: link.closing == nil)
+            learn(exchange, from: peer, live: live)
         case .goodbye(let goodbye):
             let reason = String(goodbye.reason.prefix(256))
             links[id]?.goodbyeReceived = reason
@@ -627,7 +652,9 @@ public struct MeshState: Sendable {
         return me
     }
 
-    /// Sends this node's new link state to every live link but `except`.
+    /// Sends this node's new link state to every live link but `except`. Link state
+    /// and peer exchanges go in order and are never dropped for a full queue: a lost
+    /// one would leave a neighbour relaying by a stale graph until the next change.
     mutating func floodOwnLinkState(except: NodeID?) {
         linksVersion += 1
         var exchange = Agentflow_Mesh_V1_PeerExchange()
@@ -635,7 +662,7 @@ public struct MeshState: Sendable {
         var envelope = Envelope()
         envelope.peerExchange = exchange
         for peer in topology.linkedPeers where peer != except {
-            pending.append(.send(topology.links[peer]!, envelope))
+            pending.append(.sendInOrder(topology.links[peer]!, envelope))
         }
     }
 
@@ -727,7 +754,7 @@ public struct MeshState: Sendable {
             // A neighbour linked to a report's own node got it from that node directly.
             let sources = Set(changedStates.compactMap { NodeID($0.nodeID) })
             for peer in topology.linkedPeers where peer != sender && !sources.allSatisfy({ topology.isLinked(peer, $0) }) {
-                pending.append(.send(topology.links[peer]!, envelope))
+                pending.append(.sendInOrder(topology.links[peer]!, envelope))
             }
         }
         let entries: [PeerBook.Entry] = exchange.peers.prefix(2_000).compactMap { info in

@@ -17,7 +17,8 @@ import Logging
 /// id once (a retried or re-routed id gets the first result), honours
 /// idempotency keys, and writes an audit line for every command it handles.
 /// Running an action is I/O: the state asks for it with a `Run` effect and
-/// hears the result through `finished`.
+/// hears the result through `finished`. `ping` is the exception: the protocol
+/// answers it itself ("pong from <id>"), once it is allowed.
 public struct CommandProtocol: MeshProtocol {
     public let localID: NodeID
     public let allowed: Set<String>
@@ -192,6 +193,9 @@ public struct CommandProtocol: MeshProtocol {
             finish(command, keyID: keyID, CommandRouter.Result(status: .unknownAction, message: "\(localID) has no action \"\(command.action.prefix(64))\"; known: \(knownActions.sorted().joined(separator: ", "))"), context: &context)
         } else if !allowed.contains(command.action) {
             finish(command, keyID: keyID, CommandRouter.Result(status: .refused, message: "\(localID) does not allow \"\(command.action)\" (commands.allow: \(allowed.sorted().joined(separator: ", ")))"), context: &context)
+        } else if command.action == "ping" {
+            // Answered here, in the same step: it proves the path and the target's mesh, and needs no I/O.
+            finish(command, keyID: keyID, CommandRouter.Result(status: .ok, output: "pong from \(localID)"), context: &context)
         } else {
             running[command.commandID] = (command, keyID)
             context.effect(Run(commandID: command.commandID, action: command.action, args: command.args))

@@ -377,6 +377,8 @@ struct ClusterView: Decodable {
         var node_id: String
         var incarnation: UInt64
         var last_sequence: UInt64
+        var last_event_at: String?
+        var freshness_ms: Int64?
         var path: String
         var state: State
     }

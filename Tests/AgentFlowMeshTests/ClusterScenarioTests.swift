@@ -1,6 +1,7 @@
 import AgentFlowCore
 import AgentFlowMesh
 import Foundation
+import Synchronization
 import Testing
 
 /// Cluster state over the mesh, with real processes: events reach every
@@ -198,6 +199,75 @@ struct ClusterScenarioTests {
         #expect(output["recentLogs"] == nil, "protobuf JSON names leaked: \(output)")
     }
 
+    @Test("events published while the mesh reconfigures (a join and its prunes, a crash, a restart) reach the masters that stay up with p99 under 50 ms")
+    func visibilityWhileReconfiguring() async throws {
+        let cluster = try ClusterHarness(transport: "tcp")
+        defer { cluster.stop() }
+        let all = (1...7).map { "m\($0)" }
+        for node in all.prefix(6) {
+            try cluster.startMaster(node, discovery: .staticPeers(all.filter { $0 != node }), maxPeers: 2)
+        }
+        let six = Set(all.prefix(6).compactMap { NodeID($0) })
+        try await eventually("the ring of six to form", timeout: .seconds(30)) {
+            for node in six {
+                let want = Set(MeshTopology.preferredPeers(of: node, among: six, maxPeers: 2).map(\.rawValue))
+                if !want.isSubset(of: await cluster.connectedPeers(node.rawValue)) { return false }
+            }
+            return true
+        }
+        // Each observer reads m1's last event and how long ago it applied it; the event's
+        // own timestamp is m1's publish time (one host, one clock).
+        let observers = ["m2", "m3", "m5", "m6"]
+        let latencies = LatencyLog()
+        let polling = observers.map { observer in
+            Task {
+                var seen: UInt64 = 0
+                while !Task.isCancelled {
+                    guard let view = try? await cluster.view(observer) else { continue }
+                    let receivedAt = Date()
+                    guard let remote = view.remote("m1"), remote.last_sequence > seen, let published = remote.last_event_at.flatMap(Self.instant),
+                          let freshness = remote.freshness_ms else { continue }
+                    if seen > 0 { latencies.add(receivedAt.timeIntervalSince(published) * 1_000 - Double(freshness), observer: observer) }
+                    seen = remote.last_sequence
+                }
+            }
+        }
+        defer { for task in polling { task.cancel() } }
+        let start = ContinuousClock.now
+        var changes: [(at: Duration, what: String)] = [(.seconds(2), "join"), (.seconds(10), "crash"), (.seconds(12), "restart")]
+        var index = 0
+        while ContinuousClock.now - start < .seconds(18) {
+            if let change = changes.first, ContinuousClock.now - start >= change.at {
+                changes.removeFirst()
+                switch change.what {
+                case "join": try cluster.startMaster("m7", discovery: .staticPeers(Array(all.prefix(6))), maxPeers: 2)
+                case "crash": cluster.signal("m4", SIGKILL)
+                default: try cluster.startMaster("m4")
+                }
+            }
+            try await cluster.post("m1", "/api/publish/logs", ["task": "moving", "lines": ["event \(index)"]])
+            index += 1
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .seconds(1))
+        for task in polling { task.cancel() }
+        let sorted = latencies.all.sorted()
+        let p99 = sorted.isEmpty ? .infinity : sorted[Int(Double(sorted.count - 1) * 0.99)]
+        #expect(sorted.count > 200, "too few observations: \(sorted.count)")
+        #expect(p99 < 50, "visibility p99 \(p99) ms over \(sorted.count) observations; max \(sorted.last ?? 0) ms")
+        // Waiting for the periodic sync (state.sync_interval, 1 s here) shows as a delay of hundreds of ms.
+        // (Not telling neighbours at once that a link is gone gave p99 41 ms, max 950 ms here; the
+        // simulator's 2,000 seeds are the sharper check of the same rules.)
+        #expect((sorted.last ?? 0) < 750, "an event took \(sorted.last ?? 0) ms: it waited for a sync")
+        print("visibility while reconfiguring: p50 \(sorted.isEmpty ? 0 : sorted[sorted.count / 2]) ms, p99 \(p99) ms, max \(sorted.last ?? 0) ms over \(sorted.count) observations of \(index) events")
+    }
+
+    static func instant(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text)
+    }
+
     @Test("8 masters with max_peers = 2 converge through relays; commands reach a master with no direct link, and come back", arguments: transports)
     func partialMeshAndCommands(transport: String) async throws {
         let cluster = try ClusterHarness(transport: transport)
@@ -295,4 +365,11 @@ struct ClusterScenarioTests {
         #expect(nowhere.status == 404 && nowhere.body.contains("not_found"))
         #expect(cluster.isRunning("m1"))
     }
+}
+
+/// Latencies gathered by several polling tasks.
+final class LatencyLog: Sendable {
+    private let values = Mutex<[Double]>([])
+    func add(_ value: Double, observer: String) { values.withLock { $0.append(value) } }
+    var all: [Double] { values.withLock { $0 } }
 }

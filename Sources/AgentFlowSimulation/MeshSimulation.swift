@@ -587,7 +587,8 @@ public final class MeshSimulation {
             let longest = max(500, (chaosEnds - now).inMilliseconds)
             let lasting = Duration.milliseconds(Int64.random(in: 500...max(500, min(6_000, Int64(longest))), using: &random))
             partitionEnds = now + lasting
-            disruptions.append((now, partitionEnds))
+            // After the heal the halves must find each other again (dials with backoff).
+            disruptions.append((now, partitionEnds + meshOptions.backoff.maximum + .milliseconds(500)))
             schedule(.heal, after: lasting)
         case 55..<80:
             // Crash a node (keep at least two alive); its peers see a reset or, half the time, silence.

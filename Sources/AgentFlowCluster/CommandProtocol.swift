@@ -81,23 +81,6 @@ public struct CommandProtocol: MeshProtocol {
     public mutating func issue(commandID: String, target: NodeID, action: String, args: [String: String], idempotencyKey: String?,
                                timeout: Duration, context: inout MeshContext) -> Issued {
         let now = context.now
-        if target == localID {
-            var command = Agentflow_Mesh_V1_Command()
-            command.commandID = commandID
-            command.origin = localID.rawValue
-            command.target = localID.rawValue
-            command.action = action
-            command.args = args
-            command.idempotencyKey = idempotencyKey ?? ""
-            waiting[commandID] = now.instant + timeout
-            start(command, context: &context)
-            return .local
-        }
-        let topology = context.topology
-        if topology.links.isEmpty { return .unreachable("\(localID) has no live link to any master") }
-        guard topology.isReachable(target) else {
-            return .unreachable("no path from \(localID) to \(target) in the link graph: no live master reports a link to it")
-        }
         var command = Agentflow_Mesh_V1_Command()
         command.commandID = commandID
         command.origin = localID.rawValue
@@ -107,6 +90,16 @@ public struct CommandProtocol: MeshProtocol {
         command.args = args
         command.idempotencyKey = idempotencyKey ?? ""
         command.deadlineUnixMicros = now.wallMicros + timeout.inMicroseconds
+        if target == localID {
+            waiting[commandID] = now.instant + timeout
+            start(command, context: &context)
+            return .local
+        }
+        let topology = context.topology
+        if topology.links.isEmpty { return .unreachable("\(localID) has no live link to any master") }
+        guard topology.isReachable(target) else {
+            return .unreachable("no path from \(localID) to \(target) in the link graph: no live master reports a link to it")
+        }
         var envelope = Envelope()
         envelope.command = command
         seen[commandID] = now.instant

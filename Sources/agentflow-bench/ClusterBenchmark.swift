@@ -178,39 +178,7 @@ final class BenchCluster: Sendable {
 
     /// Publishes `rate` events/s on the first member for `seconds`; latency per receiver hop count.
     func measure(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
-        let samples = LatencySamples()
-        let origin = ids[0].rawValue
-        var listeners: [Task<Void, Never>] = []
-        for member in members.dropFirst() {
-            let updates = member.cluster.updates()
-            listeners.append(Task {
-                for await update in updates {
-                    guard case .event(let event) = update, case .taskLog(let line) = event, line.header.origin == origin, line.task == "bench" else { continue }
-                    let latency = Double(unixMicros() - line.header.timestampUnixMicros)
-                    let hops = 16 - line.header.hopLimit + 1
-                    samples.add(latency, hops: hops)
-                }
-            })
-        }
-        try await Task.sleep(for: .milliseconds(200))
-        let publisher = members[0].cluster
-        let total = Int(Double(rate) * seconds)
-        let interval = Duration.seconds(1) / rate
-        let cpuStart = Self.cpuSeconds()
-        let start = ContinuousClock.now
-        var next = start
-        var line = Agentflow_Mesh_V1_TaskLog()
-        line.task = "bench"
-        line.line = String(repeating: "x", count: 100)
-        for _ in 0..<total {
-            if next > ContinuousClock.now { try await Task.sleep(until: next, clock: .continuous) }
-            publisher.publish(.taskLog(line))
-            next += interval
-        }
-        let wall = ContinuousClock.now - start
-        try await Task.sleep(for: .seconds(1))  // let the last events land
-        let cpu = (Self.cpuSeconds() - cpuStart) / ((wall + .seconds(1)).seconds) * 100
-        for listener in listeners { listener.cancel() }
+        let (samples, cpu, _) = try await publish(rate: rate, seconds: seconds, observers: Array(members.dropFirst())) { _, _ in }
         let collected = samples.all
         var rows: [Row] = []
         let everything = collected.values.flatMap { $0 }
@@ -223,21 +191,22 @@ final class BenchCluster: Sendable {
         return (rows, cpu)
     }
 
-    /// Publishes on the first member while the mesh changes under it: a new master
-    /// joins (its links come up, and surplus links are pruned 5 s later), a master is
-    /// cut off abruptly (its links reset) and comes back as a new run. Latency is
-    /// measured at the members that stay up throughout.
-    func measureReconfiguring(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
+    /// The publishing run both measurements share: `observers` record each event's
+    /// latency by relay hops; `step` runs before each publish with the fraction of the
+    /// run done and the time since its start. Returns the samples, the process CPU and
+    /// how many observers there were.
+    func publish(rate: Int, seconds: Double, observers: [Member],
+                 step: (Double, Duration) throws -> Void) async throws -> (LatencySamples, Double, Int) {
         let samples = LatencySamples()
         let origin = ids[0].rawValue
-        let victim = members[members.count / 2]
         var listeners: [Task<Void, Never>] = []
-        for member in members.dropFirst() where member.cluster.localID != victim.cluster.localID {
+        for member in observers {
             let updates = member.cluster.updates()
             listeners.append(Task {
                 for await update in updates {
                     guard case .event(let event) = update, case .taskLog(let line) = event, line.header.origin == origin, line.task == "bench" else { continue }
-                    samples.add(Double(unixMicros() - line.header.timestampUnixMicros), hops: 0)
+                    let latency = Double(unixMicros() - line.header.timestampUnixMicros)
+                    samples.add(latency, hops: 16 - line.header.hopLimit + 1)
                 }
             })
         }
@@ -251,29 +220,39 @@ final class BenchCluster: Sendable {
         var line = Agentflow_Mesh_V1_TaskLog()
         line.task = "bench"
         line.line = String(repeating: "x", count: 100)
-        // The changes, as fractions of the run: a join, a crash, a restart.
-        var changes: [(at: Double, what: String)] = [(0.1, "join"), (0.45, "crash"), (0.6, "restart")]
         for index in 0..<total {
-            let elapsed = Double(index) / Double(max(total, 1))
-            while let change = changes.first, elapsed >= change.at {
-                changes.removeFirst()
-                switch change.what {
-                case "join": _ = try startLater(NodeID(String(format: "n%02d", ids.count + 1))!)
-                case "crash": victim.task.cancel()
-                default: _ = try startLater(victim.cluster.localID)
-                }
-                FileHandle.standardError.write(Data("  reconfigure: \(change.what) at \(String(format: "%.1f", (ContinuousClock.now - start).seconds)) s\n".utf8))
-            }
+            try step(Double(index) / Double(max(total, 1)), ContinuousClock.now - start)
             if next > ContinuousClock.now { try await Task.sleep(until: next, clock: .continuous) }
             publisher.publish(.taskLog(line))
             next += interval
         }
         let wall = ContinuousClock.now - start
-        try await Task.sleep(for: .seconds(1))
+        try await Task.sleep(for: .seconds(1))  // let the last events land
         let cpu = (Self.cpuSeconds() - cpuStart) / ((wall + .seconds(1)).seconds) * 100
         for listener in listeners { listener.cancel() }
+        return (samples, cpu, listeners.count)
+    }
+
+    /// Publishes on the first member while the mesh changes under it: a new master
+    /// joins (its links come up, and surplus links are pruned 5 s later), a master is
+    /// cut off abruptly (its links reset) and comes back as a new run. Latency is
+    /// measured at the members that stay up throughout.
+    func measureReconfiguring(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
+        let victim = members[members.count / 2]
+        var changes: [(at: Double, what: String)] = [(0.1, "join"), (0.45, "crash"), (0.6, "restart")]
+        let (samples, cpu, listeners) = try await publish(rate: rate, seconds: seconds, observers: members.dropFirst().filter { $0.cluster.localID != victim.cluster.localID }) { elapsed, since in
+            while let change = changes.first, elapsed >= change.at {
+                changes.removeFirst()
+                switch change.what {
+                case "join": _ = try self.startLater(NodeID(String(format: "n%02d", self.ids.count + 1))!)
+                case "crash": victim.task.cancel()
+                default: _ = try self.startLater(victim.cluster.localID)
+                }
+                FileHandle.standardError.write(Data("  reconfigure: \(change.what) at \(String(format: "%.1f", since.seconds)) s\n".utf8))
+            }
+        }
         let everything = samples.all.values.flatMap { $0 }
-        return ([Self.row(everything, receivers: listeners.count, hops: "all, reconfiguring")], cpu)
+        return ([Self.row(everything, receivers: listeners, hops: "all, reconfiguring")], cpu)
     }
 
     static func row(_ values: [Double], receivers: Int, hops: String) -> Row {

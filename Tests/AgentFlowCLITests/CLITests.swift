@@ -187,7 +187,8 @@ struct ProcessTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let output = folder.appending(path: "demo.out")
         _ = FileManager.default.createFile(atPath: output.path(), contents: nil)
-        let base = Int.random(in: 20_000...40_000) / 100 * 100
+        // Below the ephemeral range (32768+), so no outgoing connection holds a port the demo needs.
+        let base = Int.random(in: 20_000...32_000) / 100 * 100
         let process = Process()
         process.executableURL = CLITests.executable
         process.arguments = ["demo", "--dir", folder.appending(path: "state").path(), "--base-port", String(base), "--transport", "tcp"]

@@ -614,6 +614,11 @@ public struct MeshState: Sendable {
             learn(exchange, from: peer, live: live)
         case .goodbye(let goodbye):
             let reason = String(goodbye.reason.prefix(256))
+            guard live else {
+                // This node closed first: the peer's goodbye only answers it, and the reason stays ours.
+                pending.append(.log(.debug, "\(peer) says goodbye: \(reason)"))
+                return
+            }
             links[id]?.goodbyeReceived = reason
             peers[peer]?.lastError = "the peer said goodbye: \(reason)"
             pending.append(.log(.info, "\(peer) says goodbye: \(reason)"))
@@ -804,7 +809,9 @@ public struct MeshState: Sendable {
                 continue
             }
             if let expiry = link.info.certificateExpiryUnix, now.wallMicros / 1_000_000 >= expiry {
-                stopUsing(id, reason: "the certificate of \(link.info.peerID) expired at \(Timestamp.string(unixMicros: expiry * 1_000_000)); a new link needs a renewed one", goodbye: false)
+                let reason = "the certificate of \(link.info.peerID) expired at \(Timestamp.string(unixMicros: expiry * 1_000_000)); a new link needs a renewed one"
+                pending.append(.log(.warning, "cutting the link to \(link.info.peerID): \(reason)"))
+                stopUsing(id, reason: reason, goodbye: false)
                 continue
             }
             // A ping due soon goes out with one due now: one wake-up serves every link.

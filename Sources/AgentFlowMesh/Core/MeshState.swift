@@ -504,11 +504,14 @@ public struct MeshState: Sendable {
             pending.append(.close(displaced, reason: "replaced by a newer link"))
         }
         pending.append(.log(.info, "link to \(id) up (\(info.direction.rawValue), \(info.transport), \(info.remoteAddress))"))
+        // A link that replaces a live one leaves the graph as it was; one that replaces a link
+        // already out of use (a peer back after a crash, before its old link ended) is new to it.
+        let newNeighbour = topology.links[id] == nil
         topology.setLink(info.id, to: id)
         topology.recomputePaths()
         planDue = true
         // The others hear of the new link; the new neighbour gets the whole picture (book and link graph).
-        if displaced == nil { floodOwnLinkState(except: id) }
+        if newNeighbour { floodOwnLinkState(except: id) }
         pending.append(.send(info.id, ping(at: now)))
         pending.append(.sendInOrder(info.id, peerExchange()))
         eachProtocol { $0.linkUp(id, context: &$1) }

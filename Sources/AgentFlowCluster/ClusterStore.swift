@@ -100,20 +100,31 @@ public struct ClusterStore: Sendable {
         origin.lastAppliedAtMicros = nowMicros
         origin.via = via
         switch event {
+        // The lists are taken out of the message while they change: changed through its
+        // accessors, each change would copy the whole list (the message still holds it).
         case .status(let status):
             origin.state.status = status
         case .taskStatus(let task):
-            if let index = origin.state.tasks.firstIndex(where: { $0.task == task.task }) {
-                origin.state.tasks[index] = task
+            var tasks = origin.state.tasks
+            origin.state.tasks = []
+            if let index = tasks.firstIndex(where: { $0.task == task.task }) {
+                tasks[index] = task
             } else {
-                origin.state.tasks.append(task)
+                tasks.append(task)
             }
+            origin.state.tasks = tasks
         case .taskLog(let line):
-            origin.state.recentLogs.append(line)
-            if origin.state.recentLogs.count > recentLogLines { origin.state.recentLogs.removeFirst(origin.state.recentLogs.count - recentLogLines) }
+            var logs = origin.state.recentLogs
+            origin.state.recentLogs = []
+            logs.append(line)
+            if logs.count > recentLogLines { logs.removeFirst(logs.count - recentLogLines) }
+            origin.state.recentLogs = logs
         case .alert(let alert):
-            origin.state.activeAlerts.removeAll { $0.alertID == alert.alertID }
-            if alert.active { origin.state.activeAlerts.append(alert) }
+            var alerts = origin.state.activeAlerts
+            origin.state.activeAlerts = []
+            alerts.removeAll { $0.alertID == alert.alertID }
+            if alert.active { alerts.append(alert) }
+            origin.state.activeAlerts = alerts
         }
         origin.log.append(event)
         if origin.log.count - origin.logHead > retainedPerOrigin { origin.logHead += 1 }

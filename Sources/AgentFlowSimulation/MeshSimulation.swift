@@ -20,6 +20,8 @@ public struct SimulationOptions: Sendable {
     public var plantedBug: PlantedBug?
     /// The most masters `varied` could have picked (for the replay line).
     public var largest = 6
+    /// Crashes at fixed times instead of random faults (none: random faults through `chaos`).
+    public var scriptedCrashes: [ScriptedCrash] = []
 
     public init(nodes: Int = 6, maxPeers: Int = 2, chaos: Duration = .seconds(4), quiet: Duration = .seconds(8),
                 eventsPerSecond: Double = 1, plantedBug: PlantedBug? = nil) {
@@ -38,6 +40,36 @@ public struct SimulationOptions: Sendable {
         let maxPeers = [0, 1, 2, 2, 3].randomElement(using: &random)!
         var options = SimulationOptions(nodes: nodes, maxPeers: min(maxPeers, nodes - 1))
         options.largest = largest
+        return options
+    }
+}
+
+/// Masters that crash silently together at a fixed time (no restart): the
+/// survivors must notice, re-plan and be whole again within a bound.
+public struct ScriptedCrash: Sendable {
+    public var at: Duration
+    /// Positions in ring order (node ids sorted), so "adjacent" means ring neighbours.
+    public var positions: [Int]
+
+    public init(at: Duration, positions: [Int]) {
+        self.at = at
+        self.positions = positions
+    }
+}
+
+extension SimulationOptions {
+    /// The partial mesh an operator tried by hand (issue 13), at `nodes` masters (40 there)
+    /// and `max_peers 4`: five crash silently (three of them around one master, which
+    /// loses every ring neighbour), then two adjacent pairs more. Nobody restarts.
+    public static func crashes(nodes: Int = 40) -> SimulationOptions {
+        precondition(nodes >= 20, "the crash scenario needs 20 masters or more")
+        var options = SimulationOptions(nodes: nodes, maxPeers: 4, chaos: .seconds(16), quiet: .seconds(8), eventsPerSecond: 0.5)
+        let at = { (fraction: Double) in Int(Double(nodes) * fraction) }
+        options.scriptedCrashes = [
+            ScriptedCrash(at: .seconds(3), positions: [3, at(0.4), at(0.4) + 1, at(0.4) + 3, at(0.75)]),
+            ScriptedCrash(at: .seconds(10), positions: [max(5, at(0.15)), max(5, at(0.15)) + 1, at(0.65), at(0.65) + 1]),
+        ]
+        options.largest = nodes
         return options
     }
 }
@@ -77,6 +109,9 @@ public struct SimulationReport: Sendable {
     public var partitions = 0
     public var commands = 0
     public var commandsAnswered = 0
+    /// For each scripted crash: virtual time until every survivor was at its target degree
+    /// and saw exactly the live masters as reachable (nil: not within the run).
+    public var healed: [Duration?] = []
     /// Events forwarded by relays, summed over the live masters at the end.
     public var relayed: UInt64 = 0
     /// Virtual milliseconds from publish to apply, for every (event, live observer) pair.
@@ -139,6 +174,8 @@ public final class MeshSimulation {
         case closeWire(Int)
         case commandDone(node: Int, incarnation: UInt64, commandID: String, result: CommandRouter.Result)
         case fault
+        case scripted(Int)
+        case checkHealed(Int)
         case heal
         case restart(Int)
     }
@@ -212,7 +249,12 @@ public final class MeshSimulation {
         for index in nodes.indices {
             start(index, at: .milliseconds(Int64.random(in: 0...300, using: &random)))
         }
-        if options.chaos > .zero { schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random))) }
+        if !options.scriptedCrashes.isEmpty {
+            for (number, crash) in options.scriptedCrashes.enumerated() { schedule(.scripted(number), after: crash.at) }
+            report.healed = Array(repeating: nil, count: options.scriptedCrashes.count)
+        } else if options.chaos > .zero {
+            schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random)))
+        }
         while let next = queue.popMin() {
             guard let event = pendingEvents.removeValue(forKey: next.order) else { continue }
             if next.at > runEnds.nanoseconds { break }
@@ -335,6 +377,20 @@ public final class MeshSimulation {
             guard inChaos else { return }
             injectFault()
             schedule(.fault, after: .milliseconds(Int64.random(in: 300...1_500, using: &random)))
+        case .scripted(let number):
+            let ring = nodes.indices.sorted { nodes[$0].id < nodes[$1].id }
+            for position in options.scriptedCrashes[number].positions where position < ring.count && alive(ring[position]) {
+                crash(ring[position], silent: true)
+            }
+            schedule(.checkHealed(number), after: .milliseconds(100))
+        case .checkHealed(let number):
+            guard report.healed[number] == nil else { return }
+            if violations().isEmpty {
+                report.healed[number] = now - (MeshInstant.zero + options.scriptedCrashes[number].at)
+                trace?("\(now) whole again, \(report.healed[number]!) after crash \(number + 1)")
+            } else {
+                schedule(.checkHealed(number), after: .milliseconds(100))
+            }
         case .heal:
             partition = nil
             trace?("\(now) partition healed")
@@ -641,26 +697,37 @@ public final class MeshSimulation {
 
     // MARK: Final checks
 
-    func finalChecks() throws {
+    /// The mesh is whole: every live member is linked to its ring neighbours among the
+    /// live, and sees exactly the live members as reachable. (invariant, detail) per breach.
+    func violations() -> [(String, String)] {
         let live = nodes.indices.filter(alive)
         let ids = Set(live.map { nodes[$0].id })
-        // Connectivity and degree: every live member is linked to its ring neighbours among the live.
+        var found: [(String, String)] = []
         for index in live {
             guard let state = nodes[index].state else { continue }
             let want = MeshTopology.preferredPeers(of: nodes[index].id, among: ids, maxPeers: options.maxPeers)
             let have = Set(state.topology.links.keys)
             if !want.isSubset(of: have) {
-                fail("after the faults stop, every live member is back at its target degree within \(options.quiet)",
-                     "\(nodes[index].id) links \(have.map(\.rawValue).sorted()), wants \(want.map(\.rawValue).sorted())")
+                found.append(("after the faults stop, every live member is back at its target degree within \(options.quiet)",
+                              "\(nodes[index].id) links \(have.map(\.rawValue).sorted()), wants \(want.map(\.rawValue).sorted())"))
             }
             // The status view: reachable exactly when alive (the graph of live members is connected).
             for other in nodes.indices where other != index {
                 let reachable = state.topology.isReachable(nodes[other].id)
                 if reachable != alive(other) {
-                    fail("the status view marks an origin unreachable exactly when no path to it exists",
-                         "\(nodes[index].id) says \(nodes[other].id) is \(reachable ? "" : "un")reachable, but it is \(alive(other) ? "alive" : "down")")
+                    found.append(("the status view marks an origin unreachable exactly when no path to it exists",
+                                  "\(nodes[index].id) says \(nodes[other].id) is \(reachable ? "" : "un")reachable, but it is \(alive(other) ? "alive" : "down")"))
                 }
             }
+        }
+        return found
+    }
+
+    func finalChecks() throws {
+        let live = nodes.indices.filter(alive)
+        for (invariant, detail) in violations().prefix(1) { fail(invariant, detail) }
+        for index in live {
+            guard let state = nodes[index].state else { continue }
             // Convergence: this node's view of every live origin is that origin's own.
             let origins = state.read(ClusterProtocol.self) { $0.store.origins } ?? [:]
             for other in live where other != index {

@@ -32,6 +32,9 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "The most masters a seed may pick (3 or more).")
     var largest = 6
 
+    @Option(help: "Run a scripted scenario instead of random faults: crashes40 (40 masters at max_peers 4; 5 crash, then 2 adjacent pairs).")
+    var scenario: String?
+
     @Flag(help: "Print the faults as they happen (with --seed).")
     var trace = false
 
@@ -42,6 +45,9 @@ struct SimulateCommand: ParsableCommand {
                 throw ValidationError("--plant \(plant): not a planted bug; choose one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             bug = parsed
+        }
+        if let scenario, scenario != "crashes40" {
+            throw ValidationError("--scenario \(scenario): not a scenario; choose crashes40")
         }
         let range = seed.map { $0...$0 } ?? first...(first + max(seeds, 1) - 1)
         var steps = 0
@@ -56,6 +62,7 @@ struct SimulateCommand: ParsableCommand {
                 fflush(nil)  // readable in a file while the soak runs
             }
             var options = SimulationOptions.varied(seed: current, largest: largest)
+            if scenario != nil { options = .crashes(nodes: 40) }
             options.plantedBug = bug
             let simulation = MeshSimulation(seed: current, options: options)
             if trace && seed != nil { simulation.trace = { print($0) } }
@@ -66,6 +73,10 @@ struct SimulateCommand: ParsableCommand {
                 worstP99 = max(worstP99, report.visibilityP99)
                 if seed != nil {
                     print("seed \(current): \(options.nodes) masters, max_peers \(options.maxPeers): \(report.steps) steps, \(report.published) events, \(report.delivered) applied, visibility p99 \(report.visibilityP99.fixed(1)) ms; \(report.crashes) crashes, \(report.linkCuts) cuts, \(report.partitions) partitions; \(report.commandsAnswered)/\(report.commands) commands answered; trace \(String(report.trace, radix: 16))")
+                }
+                if scenario != nil {
+                    let healed = report.healed.map { $0.map { "\($0.components.seconds * 1_000 + $0.components.attoseconds / 1_000_000_000_000_000) ms" } ?? "not within the run" }
+                    print("seed \(current): whole again after each crash: \(healed.joined(separator: ", "))")
                 }
             } catch let failure as SimulationFailure {
                 print("FAILED after \(current - range.lowerBound + 1) seed(s): \(failure)")

@@ -1,22 +1,29 @@
-import Synchronization
+public import Synchronization
 
 /// A bounded single-consumer queue with backpressure: `send` suspends while
 /// `capacity` elements wait, `next` suspends while none do. `finish` ends it,
 /// optionally with an error the consumer sees after draining what was queued.
 ///
 /// Links use it so a slow reader slows its writers instead of growing memory.
+///
+/// The hot paths are `@inlinable` so that each link's element type gets a
+/// specialised copy: unspecialised, every call paid for generic metadata lookups.
 public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
-    private struct State {
-        var buffer: [Element] = []
-        var head = 0
-        var waitingSenders: [(id: UInt64, element: Element, continuation: CheckedContinuation<Void, any Error>)] = []
-        var waitingReceiver: CheckedContinuation<Element?, any Error>?
-        var finished = false
-        var failure: (any Error)?
-        var nextSenderID: UInt64 = 0
+    @usableFromInline
+    struct State {
+        @usableFromInline var buffer: [Element] = []
+        @usableFromInline var head = 0
+        @usableFromInline var waitingSenders: [(id: UInt64, element: Element, continuation: CheckedContinuation<Void, any Error>)] = []
+        @usableFromInline var waitingReceiver: CheckedContinuation<Element?, any Error>?
+        @usableFromInline var finished = false
+        @usableFromInline var failure: (any Error)?
+        @usableFromInline var nextSenderID: UInt64 = 0
 
-        var count: Int { buffer.count - head }
+        @usableFromInline init() {}
 
+        @inlinable var count: Int { buffer.count - head }
+
+        @inlinable
         mutating func popFirst() -> Element? {
             guard head < buffer.count else { return nil }
             let element = buffer[head]
@@ -30,7 +37,7 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
     }
 
     public let capacity: Int
-    private let state = Mutex(State())
+    @usableFromInline let state = Mutex(State())
 
     public init(capacity: Int) {
         precondition(capacity > 0, "capacity must be positive")
@@ -88,29 +95,27 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
 
     /// Queues `element` without waiting: false when the queue is full or finished.
     /// For senders that must never block (a broadcast that a lagging peer repairs by resync).
+    @inlinable
     public func trySend(_ element: Element) -> Bool {
-        let receiver = state.withLock { state -> CheckedContinuation<Element?, any Error>?? in
-            if state.finished || state.count >= capacity || !state.waitingSenders.isEmpty { return .none }
-            if let receiver = state.waitingReceiver {
-                state.waitingReceiver = nil
-                return .some(receiver)
-            }
-            state.buffer.append(element)
-            return .some(nil)
-        }
-        guard let receiver else { return false }
-        receiver?.resume(returning: element)
-        return true
+        enqueue(element, pastCapacity: false)
     }
 
     /// Queues `element` past the capacity (never waits): false only once finished.
     /// For traffic that must keep its place in line and must not be dropped,
     /// such as the answer to a sync request; its size is bounded by the caller.
     /// While it holds the queue over capacity, `trySend` refuses.
-    @discardableResult
+    @discardableResult @inlinable
     public func forceSend(_ element: Element) -> Bool {
+        enqueue(element, pastCapacity: true)
+    }
+
+    /// Hands `element` to a waiting reader or queues it, without waiting. Without
+    /// `pastCapacity` it refuses when full, or while senders wait their turn.
+    @inlinable
+    func enqueue(_ element: Element, pastCapacity: Bool) -> Bool {
         let receiver = state.withLock { state -> CheckedContinuation<Element?, any Error>?? in
             if state.finished { return .none }
+            if !pastCapacity && (state.count >= capacity || !state.waitingSenders.isEmpty) { return .none }
             if let receiver = state.waitingReceiver {
                 state.waitingReceiver = nil
                 return .some(receiver)
@@ -150,6 +155,7 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
 
     /// The next element; nil after `finish()` once drained; throws the finishing
     /// error, or `CancellationError` if the waiting task is cancelled.
+    @inlinable
     public func next() async throws -> Element? {
         if let element = try takeIfReady() { return element }
         return try await withTaskCancellationHandler {
@@ -179,7 +185,8 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         }
     }
 
-    private func takeIfReady() throws -> Element?? {
+    @inlinable
+    func takeIfReady() throws -> Element?? {
         try state.withLock { state throws -> Element?? in
             if let element = state.popFirst() {
                 admitOneSender(&state)
@@ -193,7 +200,8 @@ public final class BoundedAsyncQueue<Element: Sendable>: Sendable {
         }
     }
 
-    private func admitOneSender(_ state: inout State) {
+    @inlinable
+    func admitOneSender(_ state: inout State) {
         guard !state.waitingSenders.isEmpty else { return }
         let sender = state.waitingSenders.removeFirst()
         state.buffer.append(sender.element)

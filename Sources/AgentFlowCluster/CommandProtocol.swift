@@ -1,3 +1,4 @@
+import Foundation
 public import AgentFlowCore
 public import AgentFlowMesh
 public import AgentFlowProto
@@ -135,7 +136,7 @@ public struct CommandProtocol: MeshProtocol {
             if result.target == localID.rawValue {
                 guard waiting.removeValue(forKey: result.commandID) != nil else { return }
                 context.effect(Answer(commandID: result.commandID, result: CommandRouter.Result(
-                    status: result.status, exitCode: result.exitCode, output: result.output, message: result.message)))
+                    status: result.status, exitCode: result.exitCode, output: result.outputText, message: result.message)))
             } else if let destination = NodeID(result.target), result.hopLimit > 1 {
                 var forwarded = Envelope()
                 forwarded.commandResult = result
@@ -234,7 +235,7 @@ public struct CommandProtocol: MeshProtocol {
         answer.hopLimit = hopLimit
         answer.status = result.status
         answer.exitCode = result.exitCode
-        answer.output = String(result.output.prefix(64 * 1_024))
+        answer.output = Data(result.output.utf8.prefix(64 * 1_024))
         answer.message = String(result.message.prefix(4 * 1_024))
         var envelope = Envelope()
         envelope.commandResult = answer

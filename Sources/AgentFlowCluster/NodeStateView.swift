@@ -81,7 +81,7 @@ public struct NodeStateView: Encodable, Sendable {
             AlertView(alertID: $0.alertID, severity: Self.name($0.severity), summary: $0.summary, details: $0.details, raisedAt: time($0.header.timestampUnixMicros))
         }
         recentLogs = state.recentLogs.map {
-            LogView(task: $0.task, stream: $0.stream == .stderr ? "stderr" : "stdout", line: $0.line, at: time($0.header.timestampUnixMicros), droppedBefore: $0.droppedBefore)
+            LogView(task: $0.task, stream: $0.stream == .stderr ? "stderr" : "stdout", line: $0.text, at: time($0.header.timestampUnixMicros), droppedBefore: $0.droppedBefore)
         }
     }
 

@@ -275,7 +275,7 @@ final class TaskRunner: Sendable {
         var line = Agentflow_Mesh_V1_TaskLog()
         line.task = spec.name
         line.stream = key == .stdout ? .stdout : .stderr
-        line.line = String(decoding: bytes.prefix(4_096), as: UTF8.self)
+        line.line = Data(bytes.prefix(4_096))
         line.droppedBefore = dropped
         publish(.taskLog(line))
     }

@@ -63,7 +63,7 @@ struct MasterAPI: Sendable {
                 var line = Agentflow_Mesh_V1_TaskLog()
                 line.task = task
                 line.stream = stream == "stderr" ? .stderr : .stdout
-                line.line = text
+                line.text = text
                 monitor.publish(.taskLog(line))
             }
             return try JSONBody.response(["published": lines.count], status: .accepted)

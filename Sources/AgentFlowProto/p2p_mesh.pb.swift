@@ -20,6 +20,11 @@
 ///   message kinds), so new kinds can be added without a version bump.
 /// - `Hello.protocol_version` changes only for incompatible semantics.
 
+#if canImport(FoundationEssentials)
+public import FoundationEssentials
+#else
+public import Foundation
+#endif
 public import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -685,7 +690,10 @@ public nonisolated struct Agentflow_Mesh_V1_TaskLog: Sendable {
 
   public var stream: Agentflow_Mesh_V1_TaskLog.Stream = .unspecified
 
-  public var line: String = String()
+  /// The line as the task wrote it: normally UTF-8 text, but a process may write any
+  /// bytes, so none are refused. (It was `string` before; the encoding is the same.)
+  /// As `bytes`, a large log burst or snapshot is not checked scalar by scalar on receipt.
+  public var line: Data = Data()
 
   /// Lines dropped by rate limiting just before this one.
   public var droppedBefore: UInt32 = 0
@@ -839,7 +847,9 @@ public nonisolated struct Agentflow_Mesh_V1_CommandResult: Sendable {
 
   public var exitCode: Int32 = 0
 
-  public var output: String = String()
+  /// What the action printed (at most 64 KiB): normally UTF-8 text, sent as the
+  /// bytes it was, like TaskLog.line. (It was `string` before; the encoding is the same.)
+  public var output: Data = Data()
 
   public var message: String = String()
 
@@ -1896,7 +1906,7 @@ nonisolated extension Agentflow_Mesh_V1_TaskLog: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.task) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.stream) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.line) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.line) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.droppedBefore) }()
       default: break
       }
@@ -1918,7 +1928,7 @@ nonisolated extension Agentflow_Mesh_V1_TaskLog: SwiftProtobuf.Message, SwiftPro
       try visitor.visitSingularEnumField(value: self.stream, fieldNumber: 3)
     }
     if !self.line.isEmpty {
-      try visitor.visitSingularStringField(value: self.line, fieldNumber: 4)
+      try visitor.visitSingularBytesField(value: self.line, fieldNumber: 4)
     }
     if self.droppedBefore != 0 {
       try visitor.visitSingularUInt32Field(value: self.droppedBefore, fieldNumber: 5)
@@ -2126,7 +2136,7 @@ nonisolated extension Agentflow_Mesh_V1_CommandResult: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.hopLimit) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.output) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.output) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.message) }()
       default: break
       }
@@ -2153,7 +2163,7 @@ nonisolated extension Agentflow_Mesh_V1_CommandResult: SwiftProtobuf.Message, Sw
       try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 6)
     }
     if !self.output.isEmpty {
-      try visitor.visitSingularStringField(value: self.output, fieldNumber: 7)
+      try visitor.visitSingularBytesField(value: self.output, fieldNumber: 7)
     }
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 8)

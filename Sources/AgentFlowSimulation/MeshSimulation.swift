@@ -541,7 +541,7 @@ public final class MeshSimulation {
     func publish(_ index: Int) {
         var line = Agentflow_Mesh_V1_TaskLog()
         line.task = "sim"
-        line.line = "step \(report.steps)"
+        line.text = "step \(report.steps)"
         guard nodes[index].state != nil,
               let (event, actions) = nodes[index].state!.withProtocol(ClusterProtocol.self, at: clock(index), { $0.publish(.taskLog(line), context: &$1) }) else { return }
         report.published += 1

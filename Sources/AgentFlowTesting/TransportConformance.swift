@@ -1,5 +1,6 @@
 public import AgentFlowCore
 public import AgentFlowProto
+import Foundation
 import SwiftProtobuf
 import Synchronization
 
@@ -46,7 +47,7 @@ public enum TransportConformance {
         envelope.taskLog = .with {
             $0.header.sequence = number
             $0.task = "t"
-            if padding > 0 { $0.line = String(repeating: "x", count: padding) }
+            if padding > 0 { $0.line = Data(repeating: UInt8(ascii: "x"), count: padding) }
         }
         return envelope
     }
@@ -98,8 +99,8 @@ public enum TransportConformance {
                         for try await envelope in side.inbound {
                             try scope.require(envelope.taskLog.header.sequence == expected,
                                               "message \(envelope.taskLog.header.sequence) arrived where \(expected) was due")
-                            try scope.require(envelope.taskLog.line.utf8.count == size(expected),
-                                              "message \(expected) arrived with \(envelope.taskLog.line.utf8.count) bytes, sent \(size(expected))")
+                            try scope.require(envelope.taskLog.line.count == size(expected),
+                                              "message \(expected) arrived with \(envelope.taskLog.line.count) bytes, sent \(size(expected))")
                             expected += 1
                         }
                         try scope.require(expected == count + 1, "the stream ended after \(expected - 1) of \(count) messages")

@@ -219,7 +219,7 @@ final class BenchCluster: Sendable {
         var next = start
         var line = Agentflow_Mesh_V1_TaskLog()
         line.task = "bench"
-        line.line = String(repeating: "x", count: 100)
+        line.text = String(repeating: "x", count: 100)
         for index in 0..<total {
             try step(Double(index) / Double(max(total, 1)), ContinuousClock.now - start)
             if next > ContinuousClock.now { try await Task.sleep(until: next, clock: .continuous) }

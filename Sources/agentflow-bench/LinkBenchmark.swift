@@ -156,7 +156,7 @@ struct TransportPair {
     /// Streams one way for about `seconds`, then waits for the echo of a final marker.
     func stream(size: Int, seconds: Double) async throws -> (Double, Double) {
         var envelope = Envelope()
-        envelope.taskLog = .with { $0.line = String(repeating: "x", count: max(0, size - 8)) }
+        envelope.taskLog = .with { $0.line = Data(repeating: UInt8(ascii: "x"), count: max(0, size - 8)) }
         var marker = Envelope()
         marker.taskLog = .with { $0.task = "echo" }
         let start = ContinuousClock.now
@@ -177,7 +177,7 @@ struct TransportPair {
         var envelope = Envelope()
         envelope.taskLog = .with {
             $0.task = "echo"
-            $0.line = String(repeating: "x", count: max(0, size - 16))
+            $0.line = Data(repeating: UInt8(ascii: "x"), count: max(0, size - 16))
         }
         var iterator = link.inbound.makeAsyncIterator()
         return try await timeRoundTrips(count: count) {

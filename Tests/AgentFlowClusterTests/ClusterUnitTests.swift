@@ -12,7 +12,7 @@ func logEvent(_ origin: String, incarnation: UInt64, sequence: UInt64, line: Str
     log.header.incarnation = incarnation
     log.header.sequence = sequence
     log.task = "t"
-    log.line = line.isEmpty ? "line \(sequence)" : line
+    log.text = line.isEmpty ? "line \(sequence)" : line
     return .taskLog(log)
 }
 
@@ -27,11 +27,11 @@ struct ClusterStoreTests {
         #expect(store.apply(logEvent("a", incarnation: 5, sequence: 3), via: "a", nowMicros: 0) == .gap(expected: 2))
         #expect(store.apply(logEvent("a", incarnation: 5, sequence: 2), via: "a", nowMicros: 0) == .applied)
         #expect(store.apply(logEvent("a", incarnation: 4, sequence: 9), via: "a", nowMicros: 0) == .stale)
-        #expect(store.origins["a"]?.state.recentLogs.map(\.line) == ["line 1", "line 2"])
+        #expect(store.origins["a"]?.state.recentLogs.map(\.text) == ["line 1", "line 2"])
         // A restart: the new incarnation starts over at 1 and its old state is gone.
         #expect(store.apply(logEvent("a", incarnation: 6, sequence: 2), via: "a", nowMicros: 0) == .gap(expected: 1))
         #expect(store.apply(logEvent("a", incarnation: 6, sequence: 1, line: "new run"), via: "b", nowMicros: 0) == .applied)
-        #expect(store.origins["a"]?.state.recentLogs.map(\.line) == ["new run"])
+        #expect(store.origins["a"]?.state.recentLogs.map(\.text) == ["new run"])
         #expect(store.origins["a"]?.via == "b")
     }
 
@@ -120,8 +120,8 @@ struct TaskSupervisorTests {
         let failed = try #require(events.tasks.last { $0.state == .failed })
         #expect(failed.exitCode == 3)
         #expect(events.tasks.contains { $0.state == .running && $0.restarts >= 1 })
-        #expect(events.lines.contains { $0.line == "started" && $0.stream == .stdout })
-        #expect(events.lines.contains { $0.line == "oops" && $0.stream == .stderr })
+        #expect(events.lines.contains { $0.text == "started" && $0.stream == .stdout })
+        #expect(events.lines.contains { $0.text == "oops" && $0.stream == .stderr })
         _ = try await supervisor.perform("stop", task: "flaky")
         await supervisor.stopAll()
     }
@@ -134,9 +134,9 @@ struct TaskSupervisorTests {
             tasks: [TaskSpec(name: "chatty", command: ["/bin/sh", "-c", script], maxLogLinesPerSecond: 50)],
             logger: Logger(label: "test"), publish: { events.add($0) })
         supervisor.start()
-        try await waitFor { events.lines.contains { $0.line == "after" } }
+        try await waitFor { events.lines.contains { $0.text == "after" } }
         #expect(events.lines.count == 51, "50 lines in the first second, then the next one")
-        #expect(events.lines.last?.line == "after" && events.lines.last?.droppedBefore == 150)
+        #expect(events.lines.last?.text == "after" && events.lines.last?.droppedBefore == 150)
 
         let clock = ContinuousClock()
         let start = clock.now

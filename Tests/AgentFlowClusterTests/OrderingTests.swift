@@ -72,7 +72,7 @@ struct OrderingTests {
                     for index in 0..<perTask {
                         var line = Agentflow_Mesh_V1_TaskLog()
                         line.task = "t\(task)"
-                        line.line = "line \(index)"
+                        line.text = "line \(index)"
                         a.publish(.taskLog(line))
                     }
                 }

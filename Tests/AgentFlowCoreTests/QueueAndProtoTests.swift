@@ -81,7 +81,7 @@ struct WireContractTests {
             $0.origin = "master-a"; $0.incarnation = 3; $0.sequence = 17; $0.timestampUnixMicros = 1_700_000_000_000_000; $0.hopLimit = 4
         }
         let status = Agentflow_Mesh_V1_NodeStatusUpdate.with { $0.header = header; $0.cpuPercent = 12.5 }
-        let log = Agentflow_Mesh_V1_TaskLog.with { $0.header = header; $0.task = "backup"; $0.line = "done"; $0.stream = .stdout }
+        let log = Agentflow_Mesh_V1_TaskLog.with { $0.header = header; $0.task = "backup"; $0.text = "done"; $0.stream = .stdout }
         let alert = Agentflow_Mesh_V1_Alert.with { $0.header = header; $0.alertID = "cpu-high"; $0.severity = .critical; $0.active = true }
         let task = Agentflow_Mesh_V1_TaskStatus.with { $0.header = header; $0.task = "backup"; $0.state = .running }
         for envelope in [Envelope.with { $0.statusUpdate = status }, .with { $0.taskLog = log }, .with { $0.alert = alert }, .with { $0.taskStatus = task }] {

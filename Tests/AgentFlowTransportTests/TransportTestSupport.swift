@@ -99,7 +99,7 @@ func message(_ number: UInt64, padding: Int = 0) -> Envelope {
     envelope.taskLog = .with {
         $0.header.sequence = number
         $0.task = "t"
-        if padding > 0 { $0.line = String(repeating: "x", count: padding) }
+        if padding > 0 { $0.line = Data(repeating: UInt8(ascii: "x"), count: padding) }
     }
     return envelope
 }

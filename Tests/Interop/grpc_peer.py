@@ -60,7 +60,7 @@ def run_client(args, pb):
             envelope = pb.Envelope()
             envelope.task_log.header.sequence = n
             envelope.task_log.task = "interop"
-            envelope.task_log.line = "x" * (n % 500)
+            envelope.task_log.line = b"x" * (n % 500)
             yield envelope
 
     received = []

@@ -36,15 +36,17 @@ final class GRPCStream: LinkSink {
 
     // MARK: LinkSink (called by the bridge on the loop)
 
-    func send(_ messages: [[UInt8]]) {
+    func send(_ messages: [OutboundMessage]) {
         guard !outboundFinished else { return }
-        var size = 0
-        for message in messages { size += GRPCMessageDeframer.prefixSize + message.count }
-        outbound.reserveCapacity(minimumWritableBytes: size)
-        for message in messages {
-            outbound.writeInteger(UInt8(0))
-            outbound.writeInteger(UInt32(message.count))
-            outbound.writeBytes(message)
+        for var message in messages {
+            // The gRPC prefix ([u8 compressed = 0][u32 length]) goes into the headroom.
+            message.buffer.setInteger(UInt8(0), at: message.buffer.readerIndex)
+            message.buffer.setInteger(UInt32(message.payloadCount), at: message.buffer.readerIndex + 1)
+            if outbound.readableBytes == 0 {
+                outbound = message.buffer  // nothing waiting: take the buffer as it is
+            } else {
+                outbound.writeBuffer(&message.buffer)
+            }
         }
         // The bridge counted payload bytes; add the prefixes so `sent` balances as nghttp2 takes framed bytes.
         bridge?.sent(-messages.count * GRPCMessageDeframer.prefixSize)

@@ -27,11 +27,11 @@ public enum TCPFrame: Equatable, Sendable {
         buffer.writeInteger(kind.rawValue)
     }
 
-    /// Writes an envelope frame around already serialized bytes.
-    static func writeEnvelope(_ payload: [UInt8], into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt32(payload.count))
-        buffer.writeInteger(Kind.envelope.rawValue)
-        buffer.writeBytes(payload)
+    /// Writes an envelope frame's header into the headroom of a serialized message
+    /// (`OutboundMessage`: 5 bytes in front of the payload, at the reader index).
+    static func writeHeader(payloadCount: Int, into buffer: inout ByteBuffer) {
+        buffer.setInteger(UInt32(payloadCount), at: buffer.readerIndex)
+        buffer.setInteger(Kind.envelope.rawValue, at: buffer.readerIndex + 4)
     }
 }
 

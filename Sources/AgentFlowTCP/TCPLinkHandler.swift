@@ -259,19 +259,40 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
 
     // MARK: LinkSink
 
-    func send(_ messages: [[UInt8]]) {
+    func send(_ messages: [OutboundMessage]) {
         guard phase == .open, let context else { return }
-        var size = 0
-        for message in messages { size += TCPFrame.headerSize + message.count }
-        var buffer = context.channel.allocator.buffer(capacity: size)
-        for message in messages { TCPFrame.writeEnvelope(message, into: &buffer) }
+        // Small messages are gathered into one buffer (TLS then seals them in one record);
+        // a large one goes out as the buffer it was serialized into, its header in its headroom.
+        var out: [ByteBuffer] = []
+        var gathering = false
+        var payloadBytes = 0
+        for var message in messages {
+            payloadBytes += message.payloadCount
+            TCPFrame.writeHeader(payloadCount: message.payloadCount, into: &message.buffer)
+            if message.buffer.readableBytes >= Self.writeThroughBytes {
+                out.append(message.buffer)
+                gathering = false
+            } else if gathering {
+                out[out.count - 1].writeBuffer(&message.buffer)
+            } else {
+                var gathered = context.channel.allocator.buffer(capacity: max(message.buffer.readableBytes, 16 * 1024))
+                gathered.writeBuffer(&message.buffer)
+                out.append(gathered)
+                gathering = true
+            }
+        }
+        guard let last = out.popLast() else { return }
+        // The bridge hears the bytes are gone once the last buffer is written: its backpressure.
         let promise = context.eventLoop.makePromise(of: Void.self)
         let bridge = bridge
-        let payloadBytes = size - messages.count * TCPFrame.headerSize
         promise.futureResult.whenComplete { _ in bridge?.sent(payloadBytes) }
         lastSent = .now()
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+        for buffer in out { context.write(wrapOutboundOut(buffer), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(last), promise: promise)
     }
+
+    /// From this size a message is written as its own buffer rather than copied into the batch.
+    static let writeThroughBytes = 8 * 1024
 
     func finishSending() {
         guard phase == .open, let context, !sentEnd else { return }

@@ -6,8 +6,9 @@ import Synchronization
 /// The loop side of one link: a TCP connection, or one gRPC stream. Called by
 /// `LinkBridge` on the link's event loop only.
 public protocol LinkSink: AnyObject {
-    /// Serialized envelopes to frame and send, in order, with one flush.
-    func send(_ messages: [[UInt8]])
+    /// Serialized envelopes to frame and send, in order, with one flush. Each has
+    /// `OutboundMessage.headroom` bytes in front for the transport's prefix.
+    func send(_ messages: [OutboundMessage])
     /// No more envelopes will follow: end the sending half cleanly.
     func finishSending()
     /// The consumer has taken `bytes` of inbound messages off the bridge (flow
@@ -51,7 +52,7 @@ public final class LinkBridge: Sendable {
 
     private struct State {
         // Outbound
-        var pending: [[UInt8]] = []
+        var pending: [OutboundMessage] = []
         var unsentBytes = 0
         var drainScheduled = false
         var outboundFinished = false
@@ -96,20 +97,21 @@ public final class LinkBridge: Sendable {
 
     /// Queues one envelope; suspends while the link is backed up.
     public func write(_ envelope: Envelope) async throws {
-        let bytes: [UInt8]
+        let message: OutboundMessage
         do {
-            bytes = try envelope.serializedBytes()
+            message = try OutboundMessage(envelope)
         } catch {
             throw TransportError(.protocolViolation, "the envelope could not be serialized: \(error)", underlying: error)
         }
-        guard bytes.count <= limits.maxMessageBytes else {
-            throw TransportError(.messageTooLarge, "an envelope of \(bytes.count) bytes exceeds this link's limit of \(limits.maxMessageBytes) bytes")
+        let size = message.payloadCount
+        guard size <= limits.maxMessageBytes else {
+            throw TransportError(.messageTooLarge, "an envelope of \(size) bytes exceeds this link's limit of \(limits.maxMessageBytes) bytes")
         }
         let (schedule, mustWait) = try state.withLock { state throws(TransportError) -> (Bool, Bool) in
             if let error = state.outboundError { throw error }
             if state.outboundFinished { throw TransportError(.linkClosed, "the sending half of this link was finished") }
-            state.pending.append(bytes)
-            state.unsentBytes += bytes.count
+            state.pending.append(message)
+            state.unsentBytes += size
             let schedule = !state.drainScheduled
             state.drainScheduled = true
             return (schedule, state.unsentBytes > limits.outboundHighWatermark)
@@ -277,7 +279,7 @@ public final class LinkBridge: Sendable {
 
     /// On the loop: send every queued message, then the end if asked for.
     private func drain() {
-        let (batch, finish) = state.withLock { state -> ([[UInt8]], Bool) in
+        let (batch, finish) = state.withLock { state -> ([OutboundMessage], Bool) in
             state.drainScheduled = false
             let batch = state.pending
             state.pending.removeAll(keepingCapacity: true)

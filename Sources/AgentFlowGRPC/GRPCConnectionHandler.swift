@@ -286,7 +286,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
             return
         }
         guard let context, let identity else { return }
-        let bridge = LinkBridge(sink: stream, eventLoop: context.eventLoop, limits: options.bridgeLimits)
+        let bridge = LinkBridge(sink: stream, eventLoop: context.eventLoop, limits: options.bridgeLimits, framePrefix: GRPCMessageDeframer.writePrefix)
         stream.bridge = bridge
         accept(bridge.meshStream(peer: identity))
     }
@@ -360,7 +360,7 @@ final class GRPCConnectionHandler: ChannelDuplexHandler, HTTP2SessionDelegate {
         phase = .open
         setupTimeout?.cancel()
         guard case .client(let promise, _, _) = role, let stream = streams.values.first else { return }
-        let bridge = LinkBridge(sink: stream, eventLoop: context.eventLoop, limits: options.bridgeLimits)
+        let bridge = LinkBridge(sink: stream, eventLoop: context.eventLoop, limits: options.bridgeLimits, framePrefix: GRPCMessageDeframer.writePrefix)
         stream.bridge = bridge
         promise.succeed(bridge.meshStream(peer: identity))
     }

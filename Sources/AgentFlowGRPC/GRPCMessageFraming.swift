@@ -5,6 +5,12 @@ public import NIOCore
 /// bytes accumulate until a whole message is there. No I/O.
 public struct GRPCMessageDeframer: Sendable {
     public static let prefixSize = 5
+
+    /// Writes the prefix (`[u8 compressed = 0][u32 length]`) into a message's headroom.
+    @Sendable public static func writePrefix(into buffer: inout ByteBuffer, payloadCount: Int) {
+        buffer.setInteger(UInt8(0), at: buffer.readerIndex)
+        buffer.setInteger(UInt32(payloadCount), at: buffer.readerIndex + 1)
+    }
     public let maxMessageBytes: Int
     private var buffer: ByteBuffer
 

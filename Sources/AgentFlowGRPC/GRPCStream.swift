@@ -39,9 +39,7 @@ final class GRPCStream: LinkSink {
     func send(_ messages: [OutboundMessage]) {
         guard !outboundFinished else { return }
         for var message in messages {
-            // The gRPC prefix ([u8 compressed = 0][u32 length]) goes into the headroom.
-            message.buffer.setInteger(UInt8(0), at: message.buffer.readerIndex)
-            message.buffer.setInteger(UInt32(message.payloadCount), at: message.buffer.readerIndex + 1)
+            // Each carries its gRPC prefix already (`GRPCMessageDeframer.writePrefix`, in its headroom).
             if outbound.readableBytes == 0 {
                 outbound = message.buffer  // nothing waiting: take the buffer as it is
             } else {

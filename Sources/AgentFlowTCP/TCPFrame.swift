@@ -29,7 +29,7 @@ public enum TCPFrame: Equatable, Sendable {
 
     /// Writes an envelope frame's header into the headroom of a serialized message
     /// (`OutboundMessage`: 5 bytes in front of the payload, at the reader index).
-    static func writeHeader(payloadCount: Int, into buffer: inout ByteBuffer) {
+    @Sendable static func writeHeader(into buffer: inout ByteBuffer, payloadCount: Int) {
         buffer.setInteger(UInt32(payloadCount), at: buffer.readerIndex)
         buffer.setInteger(Kind.envelope.rawValue, at: buffer.readerIndex + 4)
     }

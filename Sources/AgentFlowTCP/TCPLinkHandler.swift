@@ -188,7 +188,7 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         guard let identity else { return }
         phase = .open
         prefaceTimeout?.cancel()
-        let bridge = LinkBridge(sink: self, eventLoop: context.eventLoop, limits: options.bridgeLimits)
+        let bridge = LinkBridge(sink: self, eventLoop: context.eventLoop, limits: options.bridgeLimits, framePrefix: TCPFrame.writeHeader)
         self.bridge = bridge
         let stream = bridge.meshStream(peer: identity)
         switch role {
@@ -268,7 +268,6 @@ final class TCPLinkHandler: ChannelDuplexHandler, LinkSink {
         var payloadBytes = 0
         for var message in messages {
             payloadBytes += message.payloadCount
-            TCPFrame.writeHeader(payloadCount: message.payloadCount, into: &message.buffer)
             if message.buffer.readableBytes >= Self.writeThroughBytes {
                 out.append(message.buffer)
                 gathering = false

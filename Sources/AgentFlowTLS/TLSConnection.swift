@@ -1,17 +1,16 @@
 import AgentFlowCore
 import COpenSSL
+import NIOCore
 
-/// One TLS connection as a byte-in, byte-out state machine: an `SSL*` between
-/// two memory BIOs. Ciphertext from the network goes in with `receive`,
+/// One TLS connection as a byte-in, byte-out state machine: an `SSL*` over
+/// `CiphertextBuffers`. Ciphertext from the network goes in with `receive`,
 /// ciphertext for the network comes out of `takeOutput`; plaintext goes
 /// through `readPlaintext` and `writePlaintext`. No sockets: the NIO handler
 /// moves the bytes. Confined to one event loop, hence not Sendable.
 final class TLSConnection {
     private let ssl: OpaquePointer
-    /// Network → OpenSSL. Owned by `ssl` (freed with it).
-    private let networkIn: OpaquePointer
-    /// OpenSSL → network. Owned by `ssl`.
-    private let networkOut: OpaquePointer
+    /// The ciphertext both ways; the `SSL*`'s BIO points into it (and is freed with `ssl`, first).
+    private let buffers: CiphertextBuffers
     let context: TLSContext
 
     enum Step: Equatable {
@@ -26,29 +25,29 @@ final class TLSConnection {
     init(context: TLSContext) throws {
         OpenSSLError.drainQueue()
         guard let ssl = SSL_new(context.context) else { throw OpenSSLError.drain("creating an SSL connection") }
-        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
+        let buffers = CiphertextBuffers()
+        guard let bio = buffers.makeBIO() else {
             SSL_free(ssl)
-            throw OpenSSLError.drain("creating memory BIOs")
+            throw OpenSSLError.drain("creating the ciphertext BIO")
         }
-        // An empty memory BIO normally reports EOF; -1 makes it report "retry" so OpenSSL asks for more.
-        BIO_ctrl(input, BIO_C_SET_BUF_MEM_EOF_RETURN, -1, nil)
-        BIO_ctrl(output, BIO_C_SET_BUF_MEM_EOF_RETURN, -1, nil)
-        SSL_set_bio(ssl, input, output)
+        // One BIO both ways: `SSL_set_bio` then takes the one reference.
+        SSL_set_bio(ssl, bio, bio)
         if context.role == .server { SSL_set_accept_state(ssl) } else { SSL_set_connect_state(ssl) }
         self.ssl = ssl
-        self.networkIn = input
-        self.networkOut = output
+        self.buffers = buffers
         self.context = context
     }
 
     deinit { SSL_free(ssl) }
 
-    /// Feeds ciphertext received from the network.
-    func receive(_ bytes: UnsafeRawBufferPointer) throws {
-        guard bytes.count > 0 else { return }
-        let written = BIO_write(networkIn, bytes.baseAddress, Int32(bytes.count))
-        guard written == Int32(bytes.count) else { throw OpenSSLError.drain("buffering received TLS bytes") }
+    /// Feeds ciphertext received from the network (kept as it is, not copied).
+    func receive(_ bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0 else { return }
+        buffers.receive(bytes)
     }
+
+    /// Ciphertext received and not yet read by OpenSSL.
+    var pendingInput: Int { buffers.incoming.readableBytes }
 
     /// Runs the handshake as far as the bytes received so far allow.
     func handshake() throws(TLSHandshakeError) -> Step {
@@ -95,8 +94,10 @@ final class TLSConnection {
         }
     }
 
-    /// Encrypts plaintext into the outgoing BIO (memory BIOs never block, so it all goes in).
+    /// Encrypts plaintext into the outgoing buffer (which never blocks, so it all goes in).
     func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws {
+        // Room for the records at once (per 16 KiB: 5 header bytes, a 16-byte tag, the type byte).
+        buffers.outgoing.reserveCapacity(minimumWritableBytes: bytes.count + (bytes.count / 16_384 + 1) * 32)
         var offset = 0
         while offset < bytes.count {
             let written = SSL_write(ssl, bytes.baseAddress! + offset, Int32(min(bytes.count - offset, 1 << 20)))
@@ -114,14 +115,8 @@ final class TLSConnection {
         OpenSSLError.drainQueue()
     }
 
-    /// Bytes waiting to go to the network.
-    var pendingOutput: Int { Int(BIO_ctrl_pending(networkOut)) }
-
-    /// Moves up to `buffer.count` waiting ciphertext bytes into `buffer`.
-    func takeOutput(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        let count = BIO_read(networkOut, buffer.baseAddress, Int32(buffer.count))
-        return max(0, Int(count))
-    }
+    /// Everything sealed for the network so far (nil when nothing is), handed over whole.
+    func takeOutput() -> ByteBuffer? { buffers.takeOutgoing() }
 
     /// The node id the peer's verified certificate names (after the handshake).
     var peerNodeID: NodeID? {

@@ -72,13 +72,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard state != .closed else { return }
-        let ciphertext = unwrapInboundIn(data)
-        do {
-            try ciphertext.withUnsafeReadableBytes { try connection.receive($0) }
-        } catch {
-            fail(context: context, error)
-            return
-        }
+        connection.receive(unwrapInboundIn(data))
         if state == .handshaking {
             advanceHandshake(context: context)
         }
@@ -119,25 +113,35 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func readPlaintext(context: ChannelHandlerContext) {
         while state == .established {
-            var buffer = context.channel.allocator.buffer(capacity: 16_640)
-            var result: Int? = 0
+            // Everything the received records hold goes up in one buffer (a record at most
+            // 16 KiB each): a large message then reaches the framing layer whole.
+            let room = max(16_640, connection.pendingInput)
+            var buffer = context.channel.allocator.buffer(capacity: room)
+            var closed = false
             do {
-                _ = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_640) { bytes in
-                    result = try connection.readPlaintext(into: bytes)
-                    return result ?? 0
+                while buffer.writableBytes >= 16_640 || buffer.readableBytes == 0 {
+                    var result: Int? = 0
+                    _ = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16_640) { bytes in
+                        result = try connection.readPlaintext(into: bytes)
+                        return result ?? 0
+                    }
+                    guard let count = result else { closed = true; break }
+                    if count == 0 { break }
                 }
             } catch {
                 fail(context: context, error)
                 return
             }
-            guard let count = result else {
+            if buffer.readableBytes > 0 {
+                plaintextProduced = true
+                context.fireChannelRead(wrapInboundOut(buffer))
+            }
+            if closed {
                 // close_notify: the peer ended the TLS session; close our side too.
                 context.close(promise: nil)
                 return
             }
-            if count == 0 { return }
-            plaintextProduced = true
-            context.fireChannelRead(wrapInboundOut(buffer))
+            if buffer.readableBytes == 0 || connection.pendingInput == 0 { return }
         }
     }
 
@@ -181,13 +185,10 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Sends everything OpenSSL has produced; `promises` complete when it is written.
     private func writeCiphertext(context: ChannelHandlerContext, promises: [EventLoopPromise<Void>]) {
-        let pending = connection.pendingOutput
-        guard pending > 0 else {
+        guard let buffer = connection.takeOutput() else {
             for promise in promises { promise.succeed() }
             return
         }
-        var buffer = context.channel.allocator.buffer(capacity: pending)
-        _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { connection.takeOutput(into: $0) }
         if promises.isEmpty {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         } else {

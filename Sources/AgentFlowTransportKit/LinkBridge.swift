@@ -6,8 +6,8 @@ import Synchronization
 /// The loop side of one link: a TCP connection, or one gRPC stream. Called by
 /// `LinkBridge` on the link's event loop only.
 public protocol LinkSink: AnyObject {
-    /// Serialized envelopes to frame and send, in order, with one flush. Each has
-    /// `OutboundMessage.headroom` bytes in front for the transport's prefix.
+    /// Serialized envelopes to send, in order, with one flush. Each already
+    /// carries the transport's prefix (the bridge's `framePrefix`) in its headroom.
     func send(_ messages: [OutboundMessage])
     /// No more envelopes will follow: end the sending half cleanly.
     func finishSending()
@@ -85,19 +85,27 @@ public final class LinkBridge: Sendable {
     public let eventLoop: any EventLoop
     private let state = Mutex(State())
     private let sink: NIOLoopBound<any LinkSink>
+    private let framePrefix: FramePrefix
 
-    /// Create on the link's event loop.
-    public init(sink: any LinkSink, eventLoop: any EventLoop, limits: Limits) {
+    /// Writes a transport's 5-byte prefix into a message's headroom (at the
+    /// buffer's reader index), given the payload's size.
+    public typealias FramePrefix = @Sendable (_ buffer: inout ByteBuffer, _ payloadCount: Int) -> Void
+
+    /// Create on the link's event loop. `framePrefix` runs on the writer's task,
+    /// while the message's buffer is still its own: written later, on the loop,
+    /// a shared buffer would be copied whole first.
+    public init(sink: any LinkSink, eventLoop: any EventLoop, limits: Limits, framePrefix: @escaping FramePrefix) {
         self.sink = NIOLoopBound(sink, eventLoop: eventLoop)
         self.eventLoop = eventLoop
         self.limits = limits
+        self.framePrefix = framePrefix
     }
 
     // MARK: Consumer side (any task)
 
     /// Queues one envelope; suspends while the link is backed up.
     public func write(_ envelope: Envelope) async throws {
-        let message: OutboundMessage
+        var message: OutboundMessage
         do {
             message = try OutboundMessage(envelope)
         } catch {
@@ -107,6 +115,7 @@ public final class LinkBridge: Sendable {
         guard size <= limits.maxMessageBytes else {
             throw TransportError(.messageTooLarge, "an envelope of \(size) bytes exceeds this link's limit of \(limits.maxMessageBytes) bytes")
         }
+        framePrefix(&message.buffer, size)
         let (schedule, mustWait) = try state.withLock { state throws(TransportError) -> (Bool, Bool) in
             if let error = state.outboundError { throw error }
             if state.outboundFinished { throw TransportError(.linkClosed, "the sending half of this link was finished") }

@@ -34,4 +34,14 @@ static inline long agentflow_BIO_get_mem_data(BIO *bio, char **data) {
     return BIO_get_mem_data(bio, data);
 }
 
+/// `BIO_set_retry_read` is a macro over `BIO_set_flags`.
+static inline void agentflow_BIO_set_retry_read(BIO *bio) {
+    BIO_set_retry_read(bio);
+}
+
+/// `BIO_clear_retry_flags` is a macro over `BIO_clear_flags`.
+static inline void agentflow_BIO_clear_retry_flags(BIO *bio) {
+    BIO_clear_retry_flags(bio);
+}
+
 #endif

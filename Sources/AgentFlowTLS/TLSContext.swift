@@ -47,6 +47,11 @@ public final class TLSContext: @unchecked Sendable {
         }
         // Links are long-lived: resumption buys nothing, and tickets would add a post-handshake message.
         SSL_CTX_set_num_tickets(context, 0)
+        // AES-128-GCM first: TLS 1.3's mandatory suite, and ~10% cheaper here than AES-256-GCM,
+        // which OpenSSL would pick by default; a bulk link spends a third of its time sealing and opening records.
+        guard SSL_CTX_set_ciphersuites(context, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") == 1 else {
+            throw OpenSSLError.drain("setting the TLS 1.3 cipher suites")
+        }
         _ = agentflow_SSL_CTX_set_mode(context, Int(SSL_MODE_RELEASE_BUFFERS))
 
         guard SSL_CTX_load_verify_locations(context, files.caCertificateFile, nil) == 1 else {

@@ -32,6 +32,12 @@ struct LinkBenchmark: AsyncParsableCommand {
     @Option(help: "Run the client's ping-pong loop on the link's event loop (true, as the server's link handlers run) or on the global pool (false).")
     var onLoop = true
 
+    @Option(help: "Times one-way transfers of a snapshot this large (one origin, 1 KiB log lines) per transport; 0 skips it.")
+    var snapshotBytes = 1 << 20
+
+    @Option(help: "Snapshot transfers to time per transport (after 5 unmeasured).")
+    var snapshots = 100
+
     @Flag(help: "Turn TLS off (tls.mode: off) for the AgentFlow transports.")
     var plaintext = false
 
@@ -72,6 +78,18 @@ struct LinkBenchmark: AsyncParsableCommand {
                 let rttText = rtt.map { String(format: "%.0f µs | %.0f µs", $0.p50, $0.p99) } ?? "– | –"
                 print(String(format: "| %@ | %d B | %.0f | %.1f | %@ |", transport, size, rate, megabytes, rttText))
             }
+        }
+        guard snapshotBytes > 0 else { return }
+        print("")
+        print("Snapshot transfer: one `Snapshot` envelope of \(snapshotBytes) bytes of log lines, written until the echo of a marker sent after it arrives")
+        print("| transport | snapshot | transfers | p50 | p99 | max |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for transport in transports.split(separator: ",").map(String.init) where transport != "raw" {
+            let pair = try await TransportPair(kind: transport, pki: pki, plaintext: plaintext)
+            let times = try await pair.snapshots(bytes: snapshotBytes, count: snapshots)
+            await pair.stop()
+            print(String(format: "| %@ | %d B | %d | %.2f ms | %.2f ms | %.2f ms |", transport, snapshotBytes, times.count,
+                         times[times.count / 2], times[times.count * 99 / 100], times.last!))
         }
     }
 }
@@ -125,7 +143,7 @@ struct TransportPair {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         var options = SocketLinkOptions.defaults
-        options.maxMessageBytes = 1 << 20
+        options.maxMessageBytes = 4 << 20
         func make(_ node: String) throws -> any Transport {
             let security: TransportSecurity = plaintext ? .plaintext : try pki.security(node)
             let address = HostPort(host: "127.0.0.1", port: 0)
@@ -171,6 +189,37 @@ struct TransportPair {
         _ = try await iterator.next()
         let elapsed = (ContinuousClock.now - start).seconds
         return (Double(sent) / elapsed, Double(sent * size) / elapsed / 1_000_000)
+    }
+
+    /// Sends a snapshot of about `bytes` (one origin's state with 1 KiB log lines) and a
+    /// marker after it; the time until the marker's echo is back, in ms, sorted.
+    func snapshots(bytes: Int, count: Int) async throws -> [Double] {
+        var state = Agentflow_Mesh_V1_NodeState()
+        state.origin = "bench-server"
+        state.incarnation = 1
+        state.lastSequence = UInt64(bytes / 1_024)
+        state.recentLogs = (0..<max(1, bytes / 1_024)).map { index in
+            Agentflow_Mesh_V1_TaskLog.with {
+                $0.task = "job-\(index % 8)"
+                $0.header.origin = "bench-server"
+                $0.header.sequence = UInt64(index + 1)
+                $0.line = Data(repeating: UInt8(ascii: "a") + UInt8(index % 26), count: 1_024 - 48)
+            }
+        }
+        var snapshot = Envelope()
+        snapshot.snapshot.nodes = [state]
+        var marker = Envelope()
+        marker.taskLog = .with { $0.task = "echo" }
+        var iterator = link.inbound.makeAsyncIterator()
+        var times: [Double] = []
+        for index in 0..<(count + 5) {
+            let start = ContinuousClock.now
+            try await link.outbound.write(snapshot)
+            try await link.outbound.write(marker)
+            _ = try await iterator.next()
+            if index >= 5 { times.append((ContinuousClock.now - start).seconds * 1_000) }
+        }
+        return times.sorted()
     }
 
     func pingPong(size: Int, count: Int) async throws -> (p50: Double, p99: Double) {

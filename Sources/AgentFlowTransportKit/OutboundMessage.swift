@@ -23,14 +23,6 @@ public struct OutboundMessage: Sendable {
         let bytes: HeadroomBytes = try envelope.serializedBytes()
         buffer = bytes.buffer
     }
-
-    /// Wraps already serialized bytes (tests, and transports that get bytes elsewhere).
-    public init(serialized: some Collection<UInt8>) {
-        var buffer = ByteBufferAllocator().buffer(capacity: Self.headroom + serialized.count)
-        buffer.writeRepeatingByte(0, count: Self.headroom)
-        buffer.writeBytes(serialized)
-        self.buffer = buffer
-    }
 }
 
 /// What SwiftProtobuf serializes into: a `ByteBuffer` whose first `headroom`

@@ -309,7 +309,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentFlowSimulationTests",
-            dependencies: ["AgentFlowSimulation", "AgentFlowMesh"],
+            dependencies: ["AgentFlowSimulation", "AgentFlowMesh", "AgentFlowCluster"],
             swiftSettings: sharedSwiftSettings
         ),
 

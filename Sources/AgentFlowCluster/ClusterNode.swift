@@ -19,12 +19,19 @@ public struct ClusterOptions: Sendable {
     public var hopLimit: UInt32
     /// Log lines kept per origin in its state.
     public var recentLogLines: Int
+    /// Lazy push: how often a node tells its off-tree links which events it holds.
+    public var announceInterval: Duration
+    /// How long an announced event may take to arrive along the tree before this node grafts.
+    public var graftTimeout: Duration
 
-    public init(retainedEvents: Int = 4_096, syncInterval: Duration = .seconds(5), hopLimit: UInt32 = 16, recentLogLines: Int = 50) {
+    public init(retainedEvents: Int = 4_096, syncInterval: Duration = .seconds(5), hopLimit: UInt32 = 16, recentLogLines: Int = 50,
+                announceInterval: Duration = .milliseconds(100), graftTimeout: Duration = .milliseconds(250)) {
         self.retainedEvents = retainedEvents
         self.syncInterval = syncInterval
         self.hopLimit = hopLimit
         self.recentLogLines = recentLogLines
+        self.announceInterval = announceInterval
+        self.graftTimeout = graftTimeout
     }
 }
 
@@ -70,6 +77,13 @@ public final class ClusterNode: Sendable {
         public var snapshotsApplied: UInt64 = 0
         public var syncEventsSent: UInt64 = 0
         public var syncSnapshotsSent: UInt64 = 0
+        /// Lazy push: announcements sent, origins they named, and their encoded bytes.
+        public var announcements: UInt64 = 0
+        public var announcedOrigins: UInt64 = 0
+        public var announcementBytes: UInt64 = 0
+        /// Tree repair: grafts this node asked for, prunes it sent.
+        public var grafts: UInt64 = 0
+        public var prunes: UInt64 = 0
         public init() {}
     }
 

@@ -150,6 +150,16 @@ public struct ClusterStore: Sendable {
 
     // MARK: Sync
 
+    /// The last event held of `origin`, as a cursor; nil when nothing is held.
+    public func cursor(of origin: String) -> Agentflow_Mesh_V1_OriginCursor? {
+        guard let state = origins[origin]?.state else { return nil }
+        var cursor = Agentflow_Mesh_V1_OriginCursor()
+        cursor.origin = state.origin
+        cursor.incarnation = state.incarnation
+        cursor.lastSequence = state.lastSequence
+        return cursor
+    }
+
     /// "The last event I hold of each origin": what a `SyncRequest` carries.
     public func cursors() -> [Agentflow_Mesh_V1_OriginCursor] {
         origins.values.map { origin in
@@ -164,11 +174,12 @@ public struct ClusterStore: Sendable {
     /// What a peer whose cursors are `theirs` lacks: per origin, the missing
     /// events from the retained log, or a snapshot when the log no longer
     /// reaches back far enough (or the peer holds an older incarnation).
-    public func missing(for theirs: [Agentflow_Mesh_V1_OriginCursor], limit: Int = 100_000) -> (events: [ClusterEvent], snapshots: [Agentflow_Mesh_V1_NodeState]) {
+    /// With `only`, just those origins (a graft asks for the origins it names).
+    public func missing(for theirs: [Agentflow_Mesh_V1_OriginCursor], only: Set<String>? = nil, limit: Int = 100_000) -> (events: [ClusterEvent], snapshots: [Agentflow_Mesh_V1_NodeState]) {
         let known = Dictionary(theirs.map { ($0.origin, $0) }, uniquingKeysWith: { a, _ in a })
         var events: [ClusterEvent] = []
         var snapshots: [Agentflow_Mesh_V1_NodeState] = []
-        for (id, origin) in origins.sorted(by: { $0.key < $1.key }) {
+        for (id, origin) in origins.sorted(by: { $0.key < $1.key }) where only?.contains(id) ?? true {
             let mine = origin.state
             let next: UInt64
             if let cursor = known[id] {

@@ -62,7 +62,8 @@ public final class MasterNode: Sendable {
         cluster = ClusterNode(
             localID: config.node.id, incarnation: incarnation,
             options: ClusterOptions(retainedEvents: settings.retainedEvents, syncInterval: settings.syncInterval.duration,
-                                    hopLimit: UInt32(settings.hopLimit), recentLogLines: settings.recentLogLines),
+                                    hopLimit: UInt32(settings.hopLimit), recentLogLines: settings.recentLogLines,
+                                    announceInterval: settings.announceInterval.duration, graftTimeout: settings.graftTimeout.duration),
             commands: .init(allowed: Set(settings.allowedActions), known: LocalMonitor.actions),
             logger: logger
         ) { protocols, effects in

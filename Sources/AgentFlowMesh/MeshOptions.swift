@@ -12,9 +12,10 @@ public struct MeshOptions: Sendable {
     public var maxPeers: Int
     /// Longest wait for the peer's `Hello` once the transport has connected.
     public var handshakeTimeout: Duration
-    /// Ping every link this often (RTT; proof of life).
+    /// Ping every link this often (RTT; proof of life on an idle link).
     public var pingInterval: Duration
-    /// A link with no message for this long is dead.
+    /// A link silent for half of this is suspected and probed through
+    /// neighbours; silent for all of it, and no neighbour heard the peer, it is dead.
     public var peerTimeout: Duration
     public var backoff: ReconnectBackoff
     public var peerExchangeInterval: Duration
@@ -24,7 +25,7 @@ public struct MeshOptions: Sendable {
     /// How long a link that this node closed may wait for the peer's end before it is cut.
     public var closeGrace: Duration
 
-    public init(maxPeers: Int = 0, handshakeTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(5), peerTimeout: Duration = .seconds(20),
+    public init(maxPeers: Int = 0, handshakeTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(1), peerTimeout: Duration = .seconds(4),
                 backoff: ReconnectBackoff = ReconnectBackoff(), peerExchangeInterval: Duration = .seconds(30), peerBookFile: String? = nil,
                 peerBookMaxAge: Duration = .seconds(72 * 3_600), closeGrace: Duration = .seconds(2)) {
         self.maxPeers = maxPeers

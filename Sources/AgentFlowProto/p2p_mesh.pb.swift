@@ -357,6 +357,46 @@ public nonisolated struct Agentflow_Mesh_V1_Envelope: Sendable {
     set {body = .goodbye(newValue)}
   }
 
+  public var announcement: Agentflow_Mesh_V1_EventAnnouncement {
+    get {
+      if case .announcement(let v)? = body {return v}
+      return Agentflow_Mesh_V1_EventAnnouncement()
+    }
+    set {body = .announcement(newValue)}
+  }
+
+  public var graft: Agentflow_Mesh_V1_Graft {
+    get {
+      if case .graft(let v)? = body {return v}
+      return Agentflow_Mesh_V1_Graft()
+    }
+    set {body = .graft(newValue)}
+  }
+
+  public var prune: Agentflow_Mesh_V1_Prune {
+    get {
+      if case .prune(let v)? = body {return v}
+      return Agentflow_Mesh_V1_Prune()
+    }
+    set {body = .prune(newValue)}
+  }
+
+  public var probeRequest: Agentflow_Mesh_V1_ProbeRequest {
+    get {
+      if case .probeRequest(let v)? = body {return v}
+      return Agentflow_Mesh_V1_ProbeRequest()
+    }
+    set {body = .probeRequest(newValue)}
+  }
+
+  public var probeReply: Agentflow_Mesh_V1_ProbeReply {
+    get {
+      if case .probeReply(let v)? = body {return v}
+      return Agentflow_Mesh_V1_ProbeReply()
+    }
+    set {body = .probeReply(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -375,6 +415,11 @@ public nonisolated struct Agentflow_Mesh_V1_Envelope: Sendable {
     case peerExchange(Agentflow_Mesh_V1_PeerExchange)
     case syncRequest(Agentflow_Mesh_V1_SyncRequest)
     case goodbye(Agentflow_Mesh_V1_Goodbye)
+    case announcement(Agentflow_Mesh_V1_EventAnnouncement)
+    case graft(Agentflow_Mesh_V1_Graft)
+    case prune(Agentflow_Mesh_V1_Prune)
+    case probeRequest(Agentflow_Mesh_V1_ProbeRequest)
+    case probeReply(Agentflow_Mesh_V1_ProbeReply)
 
   }
 
@@ -546,6 +591,91 @@ public nonisolated struct Agentflow_Mesh_V1_OriginCursor: Sendable {
   public var incarnation: UInt64 = 0
 
   public var lastSequence: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Lazy push (the broadcast tree's "IHAVE"): the sender holds these origins'
+/// events up to `last_sequence`, and did not push them on this link because the
+/// link is not on their tree. A receiver still behind after
+/// `state.graft_timeout` sends `Graft`. Batched per `state.announce_interval`.
+public nonisolated struct Agentflow_Mesh_V1_EventAnnouncement: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var have: [Agentflow_Mesh_V1_OriginCursor] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// "Push me these origins' events on this link from now on, and send what I
+/// lack after these cursors": repairs a hole in the broadcast tree.
+public nonisolated struct Agentflow_Mesh_V1_Graft: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cursors: [Agentflow_Mesh_V1_OriginCursor] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// "You are not my parent on these origins' trees; stop pushing them here":
+/// sent on a duplicate from a neighbour that is not the tree parent.
+public nonisolated struct Agentflow_Mesh_V1_Prune: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var origins: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Failure detection: "I have heard nothing from `target` for a while; when
+/// did you?" Sent to neighbours linked to the target before a silent link is
+/// declared dead (an indirect probe).
+public nonisolated struct Agentflow_Mesh_V1_ProbeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var target: String = String()
+
+  public var nonce: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Agentflow_Mesh_V1_ProbeReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var target: String = String()
+
+  public var nonce: UInt64 = 0
+
+  /// False when the replier has no live link to the target: it cannot vouch.
+  public var linked: Bool = false
+
+  /// How long ago the replier last received anything from the target.
+  public var silenceMillis: UInt64 = 0
+
+  /// The target's run (incarnation) that the replier's link goes to: a newer
+  /// run than the asker's link means the asker's link is to a run that died.
+  public var incarnation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1005,7 +1135,7 @@ nonisolated extension Agentflow_Mesh_V1_Dialable: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Agentflow_Mesh_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}snapshot_request\0\u{1}snapshot\0\u{3}status_update\0\u{3}task_log\0\u{1}alert\0\u{3}task_status\0\u{1}command\0\u{3}command_receipt\0\u{3}command_result\0\u{1}ping\0\u{1}pong\0\u{3}peer_exchange\0\u{3}sync_request\0\u{1}goodbye\0\u{c}\u{10}\u{10}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}snapshot_request\0\u{1}snapshot\0\u{3}status_update\0\u{3}task_log\0\u{1}alert\0\u{3}task_status\0\u{1}command\0\u{3}command_receipt\0\u{3}command_result\0\u{1}ping\0\u{1}pong\0\u{3}peer_exchange\0\u{3}sync_request\0\u{1}goodbye\0\u{1}announcement\0\u{1}graft\0\u{1}prune\0\u{3}probe_request\0\u{3}probe_reply\0\u{c}\u{15}\u{b}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1208,6 +1338,71 @@ nonisolated extension Agentflow_Mesh_V1_Envelope: SwiftProtobuf.Message, SwiftPr
           self.body = .goodbye(v)
         }
       }()
+      case 16: try {
+        var v: Agentflow_Mesh_V1_EventAnnouncement?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .announcement(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .announcement(v)
+        }
+      }()
+      case 17: try {
+        var v: Agentflow_Mesh_V1_Graft?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .graft(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .graft(v)
+        }
+      }()
+      case 18: try {
+        var v: Agentflow_Mesh_V1_Prune?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .prune(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .prune(v)
+        }
+      }()
+      case 19: try {
+        var v: Agentflow_Mesh_V1_ProbeRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .probeRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .probeRequest(v)
+        }
+      }()
+      case 20: try {
+        var v: Agentflow_Mesh_V1_ProbeReply?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .probeReply(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .probeReply(v)
+        }
+      }()
       default: break
       }
     }
@@ -1278,6 +1473,26 @@ nonisolated extension Agentflow_Mesh_V1_Envelope: SwiftProtobuf.Message, SwiftPr
     case .goodbye?: try {
       guard case .goodbye(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .announcement?: try {
+      guard case .announcement(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+    }()
+    case .graft?: try {
+      guard case .graft(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+    }()
+    case .prune?: try {
+      guard case .prune(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case .probeRequest?: try {
+      guard case .probeRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .probeReply?: try {
+      guard case .probeReply(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
     }()
     case nil: break
     }
@@ -1650,6 +1865,181 @@ nonisolated extension Agentflow_Mesh_V1_OriginCursor: SwiftProtobuf.Message, Swi
     if lhs.origin != rhs.origin {return false}
     if lhs.incarnation != rhs.incarnation {return false}
     if lhs.lastSequence != rhs.lastSequence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_EventAnnouncement: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EventAnnouncement"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}have\0\u{c}\u{2}\u{4}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.have) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.have.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.have, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_EventAnnouncement, rhs: Agentflow_Mesh_V1_EventAnnouncement) -> Bool {
+    if lhs.have != rhs.have {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_Graft: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Graft"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cursors\0\u{c}\u{2}\u{4}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.cursors) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cursors.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.cursors, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_Graft, rhs: Agentflow_Mesh_V1_Graft) -> Bool {
+    if lhs.cursors != rhs.cursors {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_Prune: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Prune"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}origins\0\u{c}\u{2}\u{4}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.origins) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.origins.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.origins, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_Prune, rhs: Agentflow_Mesh_V1_Prune) -> Bool {
+    if lhs.origins != rhs.origins {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_ProbeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProbeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}target\0\u{1}nonce\0\u{c}\u{3}\u{3}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.nonce) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 1)
+    }
+    if self.nonce != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nonce, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_ProbeRequest, rhs: Agentflow_Mesh_V1_ProbeRequest) -> Bool {
+    if lhs.target != rhs.target {return false}
+    if lhs.nonce != rhs.nonce {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Agentflow_Mesh_V1_ProbeReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProbeReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}target\0\u{1}nonce\0\u{1}linked\0\u{3}silence_millis\0\u{1}incarnation\0\u{c}\u{6}\u{2}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.nonce) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.linked) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.silenceMillis) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 1)
+    }
+    if self.nonce != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nonce, fieldNumber: 2)
+    }
+    if self.linked != false {
+      try visitor.visitSingularBoolField(value: self.linked, fieldNumber: 3)
+    }
+    if self.silenceMillis != 0 {
+      try visitor.visitSingularUInt64Field(value: self.silenceMillis, fieldNumber: 4)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Agentflow_Mesh_V1_ProbeReply, rhs: Agentflow_Mesh_V1_ProbeReply) -> Bool {
+    if lhs.target != rhs.target {return false}
+    if lhs.nonce != rhs.nonce {return false}
+    if lhs.linked != rhs.linked {return false}
+    if lhs.silenceMillis != rhs.silenceMillis {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

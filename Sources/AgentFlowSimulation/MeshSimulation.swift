@@ -1,5 +1,5 @@
 import AgentFlowCore
-import AgentFlowCluster
+public import AgentFlowCluster
 public import AgentFlowMesh
 import AgentFlowProto
 
@@ -22,6 +22,15 @@ public struct SimulationOptions: Sendable {
     public var largest = 6
     /// Crashes at fixed times instead of random faults (none: random faults through `chaos`).
     public var scriptedCrashes: [ScriptedCrash] = []
+    /// Link cuts at fixed times (a random open link each) instead of random faults.
+    public var scriptedCuts: [Duration] = []
+    /// Masters that start late (by position in ring order), joining a running mesh.
+    public var lateStarts: [Int: Duration] = [:]
+    /// Counters are read at this time too (`SimulationReport.atMark`), to tell a stable window apart.
+    public var mark: Duration?
+
+    /// True when faults come only from the script.
+    var isScripted: Bool { !scriptedCrashes.isEmpty || !scriptedCuts.isEmpty || !lateStarts.isEmpty }
 
     public init(nodes: Int = 6, maxPeers: Int = 2, chaos: Duration = .seconds(4), quiet: Duration = .seconds(8),
                 eventsPerSecond: Double = 1, plantedBug: PlantedBug? = nil) {
@@ -40,6 +49,27 @@ public struct SimulationOptions: Sendable {
         let maxPeers = [0, 1, 2, 2, 3].randomElement(using: &random)!
         var options = SimulationOptions(nodes: nodes, maxPeers: min(maxPeers, nodes - 1))
         options.largest = largest
+        return options
+    }
+}
+
+extension SimulationOptions {
+    /// Broadcast at a steady rate over a partial mesh (20 masters at `max_peers 3` by
+    /// default) for 12 s. The counters from `mark` (6 s) on show the tree once the
+    /// mesh has formed. With `repairs`, the tree is changed under the burst: a master
+    /// joins at 7 s, and links are cut at 8 s and 9 s.
+    public static func broadcast(nodes: Int = 20, maxPeers: Int = 3, eventsPerSecond: Double = 10, repairs: Bool) -> SimulationOptions {
+        var options = SimulationOptions(nodes: nodes, maxPeers: maxPeers, chaos: .seconds(10), quiet: .seconds(6), eventsPerSecond: eventsPerSecond)
+        options.largest = nodes
+        // The first links are pruned to the ring 5 s after they came up (the prune delay): the tree is stable after that.
+        options.mark = .seconds(6)
+        if repairs {
+            options.lateStarts = [nodes / 2: .seconds(7)]
+            options.scriptedCuts = [.seconds(8), .seconds(9)]
+        } else {
+            // A mesh with no faults at all still needs a script, so no random fault is drawn.
+            options.lateStarts = [0: .zero]
+        }
         return options
     }
 }
@@ -78,6 +108,8 @@ extension SimulationOptions {
 public enum PlantedBug: String, Sendable, CaseIterable {
     /// The cluster store applies an event that skips ahead (no gap check).
     case gapCheck = "gap-check"
+    /// Failure detection counts this node's own stall as its peers' silence (no Lifeguard).
+    case stallBlind = "stall-blind"
 }
 
 /// An invariant that broke: which, when, and the seed that replays it.
@@ -114,6 +146,15 @@ public struct SimulationReport: Sendable {
     public var healed: [Duration?] = []
     /// Events forwarded by relays, summed over the live masters at the end.
     public var relayed: UInt64 = 0
+    /// The cluster protocol's counters, summed over the live masters at the end
+    /// (applied events, duplicates, announcements, grafts, prunes).
+    public var cluster = ClusterNode.Counters()
+    /// Stalls injected: a master starved (no CPU) for 0.3–6 s, then running again.
+    public var stalls = 0
+    /// Links cut because their peer went silent (each checked to be a real silence).
+    public var silenceCuts = 0
+    /// The summed counters at `SimulationOptions.mark` (subtract them for a stable window).
+    public var atMark = ClusterNode.Counters()
     /// Virtual milliseconds from publish to apply, for every (event, live observer) pair.
     public var visibilityMilliseconds: [Double] = []
     /// A digest of everything that happened: equal for equal seeds.
@@ -148,6 +189,17 @@ public final class MeshSimulation {
         var nextLinkID: UInt64 = 1
         var crashedAt: MeshInstant?
         var startedAt = MeshInstant.zero
+        /// A stall: the process runs nothing until then (starved, stopped); what comes meanwhile waits.
+        var stalledUntil: MeshInstant?
+        var deferred: [Deferred] = []
+        /// The end of this node's last stall: before it, silence from it is real.
+        var stallEnded = MeshInstant.zero
+    }
+
+    /// What reached a stalled node, replayed in order when it runs again.
+    enum Deferred {
+        case event(Event)
+        case input(MeshInput)
     }
 
     /// One direction of a link: where it lands and when its last message arrives (FIFO).
@@ -178,6 +230,10 @@ public final class MeshSimulation {
         case checkHealed(Int)
         case heal
         case restart(Int)
+        case resume(Int)
+        case lateStart(Int)
+        case scriptedCut
+        case mark
     }
 
     /// A heap entry: small, so the heap moves little; the event waits in `pendingEvents`.
@@ -206,6 +262,8 @@ public final class MeshSimulation {
     var partition: Set<Int>?
     /// When the partition heals: what crosses it waits until then, as TCP retransmits would.
     var partitionEnds = MeshInstant.zero
+    /// When the last partition healed: what it held arrives only then.
+    var lastHeal = MeshInstant.zero
     var report: SimulationReport
     /// When each (origin, incarnation, sequence) was published, and which masters were
     /// in the mesh then (linked to someone): visibility is measured for those.
@@ -246,10 +304,19 @@ public final class MeshSimulation {
     /// Runs to the end; throws the first invariant that breaks.
     @discardableResult
     public func run() throws -> SimulationReport {
+        let ring = nodes.indices.sorted { nodes[$0].id < nodes[$1].id }
+        let late = Dictionary(uniqueKeysWithValues: options.lateStarts.compactMap { position, at in position < ring.count ? (ring[position], at) : nil })
         for index in nodes.indices {
-            start(index, at: .milliseconds(Int64.random(in: 0...300, using: &random)))
+            let jitter = Duration.milliseconds(Int64.random(in: 0...300, using: &random))
+            if let at = late[index], at > .zero {
+                schedule(.lateStart(index), after: at)
+            } else {
+                start(index, at: jitter)
+            }
         }
-        if !options.scriptedCrashes.isEmpty {
+        if let mark = options.mark { schedule(.mark, after: mark) }
+        for at in options.scriptedCuts { schedule(.scriptedCut, after: at) }
+        if options.isScripted {
             for (number, crash) in options.scriptedCrashes.enumerated() { schedule(.scripted(number), after: crash.at) }
             report.healed = Array(repeating: nil, count: options.scriptedCrashes.count)
         } else if options.chaos > .zero {
@@ -265,9 +332,29 @@ public final class MeshSimulation {
             if let failure { throw failure }
         }
         now = runEnds
-        report.relayed = nodes.compactMap { $0.state?.read(ClusterProtocol.self) { $0.counters.relayed } }.reduce(0, +)
+        report.cluster = summedCounters()
+        report.relayed = report.cluster.relayed
         try finalChecks()
         return report
+    }
+
+    /// The cluster protocol's counters, summed over the running masters.
+    func summedCounters() -> ClusterNode.Counters {
+        var sum = ClusterNode.Counters()
+        for counters in nodes.compactMap({ $0.state?.read(ClusterProtocol.self) { $0.counters } }) {
+            sum.applied += counters.applied
+            sum.published += counters.published
+            sum.duplicates += counters.duplicates
+            sum.relayed += counters.relayed
+            sum.gaps += counters.gaps
+            sum.announcements += counters.announcements
+            sum.announcedOrigins += counters.announcedOrigins
+            sum.announcementBytes += counters.announcementBytes
+            sum.grafts += counters.grafts
+            sum.prunes += counters.prunes
+            sum.syncEventsSent += counters.syncEventsSent
+        }
+        return sum
     }
 
     func schedule(_ event: Event, after delay: Duration) {
@@ -306,6 +393,7 @@ public final class MeshSimulation {
         ]
         var state = MeshState(identity: identity, options: meshOptions, book: nodes[index].savedBook, protocols: protocols,
                               seed: random.next(), now: clock(index))
+        if options.plantedBug == .stallBlind { state.plantStallBlindness() }
         nodes[index].applied = [:]
         nodes[index].tickAt = nil
         nodes[index].startedAt = now
@@ -337,7 +425,22 @@ public final class MeshSimulation {
 
     // MARK: Events
 
+    /// The node an event happens at, if it is one node's.
+    func target(of event: Event) -> Int? {
+        switch event {
+        case .tick(let index), .discovery(let index, _), .publish(let index, _), .command(let index, _): index
+        case .arrive(let wire, let toB, _): toB ? wires[wire].b.node : wires[wire].a.node
+        case .ended(let index, _, _), .commandDone(let index, _, _, _): index
+        case .connect(let from, _): from
+        default: nil
+        }
+    }
+
     func handle(_ event: Event) {
+        if let index = target(of: event), nodes[index].stalledUntil != nil {
+            nodes[index].deferred.append(.event(event))
+            return
+        }
         switch event {
         case .tick(let index):
             guard alive(index), let due = nodes[index].tickAt, due <= now else { return }
@@ -393,7 +496,30 @@ public final class MeshSimulation {
             }
         case .heal:
             partition = nil
+            lastHeal = now
             trace?("\(now) partition healed")
+        case .lateStart(let index):
+            trace?("\(now) \(nodes[index].id) starts and joins")
+            start(index, at: .milliseconds(1))
+        case .scriptedCut:
+            cutRandomLink()
+        case .mark:
+            report.atMark = summedCounters()
+        case .resume(let index):
+            guard nodes[index].stalledUntil != nil else { return }
+            nodes[index].stalledUntil = nil
+            nodes[index].stallEnded = now
+            trace?("\(now) \(nodes[index].id) runs again")
+            // Its timer fires first, before it reads what queued up: the case Lifeguard guards against.
+            if nodes[index].tickAt != nil { feed(index, .tick) }
+            let queued = nodes[index].deferred
+            nodes[index].deferred = []
+            for item in queued {
+                switch item {
+                case .event(let event): handle(event)
+                case .input(let input): feed(index, input)
+                }
+            }
         case .restart(let index):
             guard !alive(index) else { return }
             nodes[index].incarnation += 1
@@ -406,6 +532,10 @@ public final class MeshSimulation {
     // The states are changed in place: a copy would copy every table on its first change.
     func feed(_ index: Int, _ input: MeshInput) {
         guard running[index] else { return }
+        if nodes[index].stalledUntil != nil {
+            nodes[index].deferred.append(.input(input))
+            return
+        }
         let actions = nodes[index].state!.handle(input, at: clock(index))
         perform(actions, at: index)
     }
@@ -432,6 +562,7 @@ public final class MeshSimulation {
                 transmit(goodbye, from: index, on: link)
                 endWire(of: index, link: link, clean: true)
             case .abort(let link, let reason):
+                if reason.hasPrefix("nothing from") { checkSilence(cutBy: index, link: link, reason: reason) }
                 endWire(of: index, link: link, clean: false, reason: reason)
             case .persist(let book):
                 nodes[index].savedBook = book
@@ -483,10 +614,25 @@ public final class MeshSimulation {
         }
     }
 
+    /// A link cut for silence must be a real silence: its peer crashed, stalled, was
+    /// partitioned away or restarted within the timeout, or the wire is gone. A peer
+    /// that ran and could talk the whole time was falsely accused.
+    func checkSilence(cutBy index: Int, link: LinkID, reason: String) {
+        report.silenceCuts += 1
+        guard let (position, fromA) = wireIndex(of: index, link: link) else { return }
+        let peer = fromA ? wires[position].b.node : wires[position].a.node
+        let window = meshOptions.peerTimeout + meshOptions.pingInterval
+        let quietSince = max(nodes[peer].startedAt, nodes[peer].stallEnded, lastHeal)
+        guard alive(peer), nodes[peer].stalledUntil == nil, canTalk(index, peer), now - quietSince > window else { return }
+        fail("no false suspicion: a master cuts a link for silence only when its peer was silent",
+             "\(nodes[index].id) cut its link to \(nodes[peer].id) (\(reason)), but \(nodes[peer].id) ran and could talk since \(quietSince)")
+    }
+
     func connect(_ from: Int, _ plan: DialPlan) {
         guard alive(from) else { return }
         let target = Int(plan.endpoint.address.host.dropFirst()) ?? -1
-        guard nodes.indices.contains(target), alive(target), canTalk(from, target), target != from else {
+        // A stalled process does not answer a handshake.
+        guard nodes.indices.contains(target), alive(target), nodes[target].stalledUntil == nil, canTalk(from, target), target != from else {
             feed(from, .dialFailed(plan, reason: "no answer", selfConnection: target == from))
             return
         }
@@ -622,16 +768,7 @@ public final class MeshSimulation {
         let live = nodes.indices.filter(alive)
         switch roll {
         case 0..<40:
-            // Cut a random open link.
-            let open = wires.indices.filter { wires[$0].open && alive(wires[$0].a.node) && alive(wires[$0].b.node) }
-            guard let position = open.randomElement(using: &random) else { return }
-            report.linkCuts += 1
-            let wire = wires[position]
-            trace?("\(now) cut \(nodes[wire.a.node].id)–\(nodes[wire.b.node].id)")
-            wires[position].open = false
-            schedule(.ended(node: wire.a.node, link: wire.a.link, error: "connection reset"), after: delay())
-            schedule(.ended(node: wire.b.node, link: wire.b.link, error: "connection reset"), after: delay())
-            noteIfSplit()
+            cutRandomLink()
         case 40..<55:
             guard partition == nil, nodes.count >= 3 else { return }
             let side = Set(nodes.indices.filter { _ in Bool.random(using: &random) })
@@ -651,9 +788,33 @@ public final class MeshSimulation {
             guard live.count > 2, let victim = live.randomElement(using: &random) else { return }
             crash(victim, silent: Bool.random(using: &random))
             schedule(.restart(victim), after: .milliseconds(Int64.random(in: 200...3_000, using: &random)))
+        case 80..<90:
+            // Starve a node: it runs nothing for a while (a CPU hog, SIGSTOP), then everything at once.
+            guard let victim = live.filter({ nodes[$0].stalledUntil == nil }).randomElement(using: &random) else { return }
+            // Up to 6 s (longer than peer_timeout, or a stall-blind node would never accuse), over by 2 s after the chaos.
+            let longest = max(300, (chaosEnds + .seconds(2) - now).inMilliseconds)
+            let lasting = Duration.milliseconds(Int64.random(in: 300...max(300, min(6_000, Int64(longest))), using: &random))
+            report.stalls += 1
+            nodes[victim].stalledUntil = now + lasting
+            trace?("\(now) \(nodes[victim].id) stalls for \(lasting)")
+            disruptions.append((now, now + lasting + meshOptions.peerTimeout + .seconds(1)))
+            schedule(.resume(victim), after: lasting)
         default:
             break  // a quiet beat
         }
+    }
+
+    /// Cuts a random open link: both ends see a reset, what was in flight is lost.
+    func cutRandomLink() {
+        let open = wires.indices.filter { wires[$0].open && alive(wires[$0].a.node) && alive(wires[$0].b.node) }
+        guard let position = open.randomElement(using: &random) else { return }
+        report.linkCuts += 1
+        let wire = wires[position]
+        trace?("\(now) cut \(nodes[wire.a.node].id)–\(nodes[wire.b.node].id)")
+        wires[position].open = false
+        schedule(.ended(node: wire.a.node, link: wire.a.link, error: "connection reset"), after: delay())
+        schedule(.ended(node: wire.b.node, link: wire.b.link, error: "connection reset"), after: delay())
+        noteIfSplit()
     }
 
     /// A cut or a crash that leaves the live masters without a path between some of
@@ -680,6 +841,8 @@ public final class MeshSimulation {
         if silent { disruptions.append((now, now + meshOptions.peerTimeout + .seconds(1))) }
         defer { noteIfSplit() }
         nodes[index].crashedAt = now
+        nodes[index].stalledUntil = nil
+        nodes[index].deferred = []
         trace?("\(now) \(nodes[index].id) crashes\(silent ? " silently" : "")")
         nodes[index].state = nil
         running[index] = false

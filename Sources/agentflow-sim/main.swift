@@ -1,4 +1,5 @@
 import AgentFlowSimulation
+import AgentFlowCluster
 import ArgumentParser
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +33,7 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "The most masters a seed may pick (3 or more).")
     var largest = 6
 
-    @Option(help: "Run a scripted scenario instead of random faults: crashes40 (40 masters at max_peers 4; 5 crash, then 2 adjacent pairs).")
+    @Option(help: "Run a scripted scenario instead of random faults: crashes40 (40 masters at max_peers 4; 5 crash, then 2 adjacent pairs; crashesN for N masters).")
     var scenario: String?
 
     @Flag(help: "Print the faults as they happen (with --seed).")
@@ -46,8 +47,12 @@ struct SimulateCommand: ParsableCommand {
             }
             bug = parsed
         }
-        if let scenario, scenario != "crashes40" {
-            throw ValidationError("--scenario \(scenario): not a scenario; choose crashes40")
+        var crashNodes = 40
+        if let scenario, scenario != "broadcast", scenario != "repair" {
+            guard scenario.hasPrefix("crashes"), let nodes = Int(scenario.dropFirst("crashes".count)), nodes >= 20 else {
+                throw ValidationError("--scenario \(scenario): not a scenario; choose crashes40 (or crashesN, N ≥ 20 masters), broadcast or repair")
+            }
+            crashNodes = nodes
         }
         let range = seed.map { $0...$0 } ?? first...(first + max(seeds, 1) - 1)
         var steps = 0
@@ -62,7 +67,12 @@ struct SimulateCommand: ParsableCommand {
                 fflush(nil)  // readable in a file while the soak runs
             }
             var options = SimulationOptions.varied(seed: current, largest: largest)
-            if scenario != nil { options = .crashes(nodes: 40) }
+            switch scenario {
+            case nil: break
+            case "broadcast": options = .broadcast(repairs: false)
+            case "repair": options = .broadcast(repairs: true)
+            default: options = .crashes(nodes: crashNodes)
+            }
             options.plantedBug = bug
             let simulation = MeshSimulation(seed: current, options: options)
             if trace && seed != nil { simulation.trace = { print($0) } }
@@ -72,9 +82,14 @@ struct SimulateCommand: ParsableCommand {
                 if report.visibilityP99 > worstP99 { worstSeed = current }
                 worstP99 = max(worstP99, report.visibilityP99)
                 if seed != nil {
-                    print("seed \(current): \(options.nodes) masters, max_peers \(options.maxPeers): \(report.steps) steps, \(report.published) events, \(report.delivered) applied, visibility p99 \(report.visibilityP99.fixed(1)) ms; \(report.crashes) crashes, \(report.linkCuts) cuts, \(report.partitions) partitions; \(report.commandsAnswered)/\(report.commands) commands answered; trace \(String(report.trace, radix: 16))")
+                    print("seed \(current): \(options.nodes) masters, max_peers \(options.maxPeers): \(report.steps) steps, \(report.published) events, \(report.delivered) applied, visibility p99 \(report.visibilityP99.fixed(1)) ms; \(report.crashes) crashes, \(report.linkCuts) cuts, \(report.partitions) partitions; \(report.stalls) stalls, \(report.silenceCuts) silence cuts; \(report.commandsAnswered)/\(report.commands) commands answered; broadcast: \(report.cluster.relayed) relayed, \(report.cluster.duplicates) duplicates, \(report.cluster.announcements) announcements (\(report.cluster.announcementBytes) B), \(report.cluster.grafts) grafts, \(report.cluster.prunes) prunes; trace \(String(report.trace, radix: 16))")
                 }
-                if scenario != nil {
+                if scenario == "broadcast" || scenario == "repair" {
+                    let total = report.cluster
+                    let stable = total.minus(report.atMark)
+                    let sorted = report.visibilityMilliseconds.sorted()
+                    print("seed \(current): \(options.nodes) masters, max_peers \(options.maxPeers), \(Int(options.eventsPerSecond * Double(options.nodes))) events/s: whole run: \(total.summary); from 6 s on: \(stable.summary); visibility p50 \(sorted.isEmpty ? 0 : sorted[sorted.count / 2]) ms, p99 \(report.visibilityP99.fixed(1)) ms, max \((sorted.last ?? 0).fixed(1)) ms")
+                } else if scenario != nil {
                     let healed = report.healed.map { $0.map { "\($0.components.seconds * 1_000 + $0.components.attoseconds / 1_000_000_000_000_000) ms" } ?? "not within the run" }
                     print("seed \(current): whole again after each crash: \(healed.joined(separator: ", "))")
                 }
@@ -86,6 +101,25 @@ struct SimulateCommand: ParsableCommand {
         if seed == nil {
             print("\(range.count) seeds passed (\(range.lowerBound)…\(range.upperBound)) in \(clock.now - started), \(steps) steps; worst visibility p99 \(worstP99.fixed(1)) ms (seed \(worstSeed))")
         }
+    }
+}
+
+extension ClusterNode.Counters {
+    func minus(_ earlier: Self) -> Self {
+        var result = self
+        result.applied -= earlier.applied
+        result.duplicates -= earlier.duplicates
+        result.relayed -= earlier.relayed
+        result.announcementBytes -= earlier.announcementBytes
+        result.announcements -= earlier.announcements
+        result.grafts -= earlier.grafts
+        result.prunes -= earlier.prunes
+        return result
+    }
+
+    var summary: String {
+        let applied = Double(max(applied, 1))
+        return "\(self.applied) applied, \((Double(duplicates) / applied).fixed(3)) duplicates and \((Double(relayed) / applied).fixed(2)) relays per applied event, \((Double(announcementBytes) / applied).fixed(1)) announcement bytes per applied event, \(grafts) grafts, \(prunes) prunes"
     }
 }
 

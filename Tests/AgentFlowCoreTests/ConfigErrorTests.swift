@@ -71,6 +71,12 @@ struct ConfigErrorTests {
         #expect(error.message.contains("from 0 to 1000"))
         let timeout = try configError("role: master\nmesh:\n  ping_interval: 10s\n  peer_timeout: 5s\n")
         #expect(timeout.path.description == "mesh.peer_timeout")
+        // Suspicion starts at half of peer_timeout: a healthy link must be pinged before that.
+        let tight = try configError("role: master\nmesh:\n  ping_interval: 3s\n  peer_timeout: 5s\n")
+        #expect(tight.path.description == "mesh.peer_timeout")
+        #expect(tight.message.contains("at least twice mesh.ping_interval"))
+        let graft = try configError("role: master\nstate:\n  graft_timeout: 1ms\n")
+        #expect(graft.path.description == "state.graft_timeout")
     }
 
     @Test("invalid node id")

@@ -1,3 +1,4 @@
+import AgentFlowCluster
 import AgentFlowMesh
 import AgentFlowSimulation
 import Synchronization
@@ -57,7 +58,7 @@ struct SimulationTests {
         // stayed up without waiting for a periodic sync (virtual time; each hop takes 0.2–8 ms).
         let sorted = visibility.sorted()
         let p99 = sorted.isEmpty ? .infinity : sorted[Int(Double(sorted.count - 1) * 0.99)]
-        #expect(sorted.count > 100_000, "too few samples: \(sorted.count)")
+        #expect(sorted.count > 80_000, "too few samples: \(sorted.count)")
         #expect(p99 < 50, "visibility p99 \(p99) ms over \(sorted.count) deliveries")
         // None waited for the periodic sync (every 3 s here): repair is immediate.
         #expect((sorted.last ?? 0) < 1_000, "an event took \(sorted.last ?? 0) ms: it waited for a periodic sync")
@@ -72,6 +73,14 @@ struct SimulationTests {
         #expect(first.trace == second.trace)
         #expect(first.steps == second.steps)
         #expect(first.published > 0 && first.delivered > 0)
+    }
+
+    @Test("a planted bug (stalls counted as the peers' silence) is found: a starved master accuses healthy peers")
+    func plantedStallBlindness() async throws {
+        let (failure, run, _) = await Self.runSeeds(1, count: 2_000, plant: .stallBlind)
+        let found = try #require(failure, "2,000 seeds never noticed a starved master cutting healthy links")
+        #expect(found.invariant.contains("no false suspicion"), "\(found)")
+        print("planted stall-blind bug found at seed \(found.seed) after \(run) seed(s): \(found.detail)")
     }
 
     @Test("a planted bug (no gap check in the store) is found, and its seed named")
@@ -103,5 +112,40 @@ struct CrashScenarioTests {
         }
         #expect(report.visibilityP99 < 50, "visibility p99 \(report.visibilityP99) ms")
         print("crash scenario (20 masters): whole again after \(report.healed.compactMap { $0 }); visibility p99 \(report.visibilityP99) ms; \(report.steps) steps")
+    }
+}
+
+@Suite("Mesh core: the broadcast tree")
+struct BroadcastTreeTests {
+    static func perApplied(_ value: UInt64, _ applied: UInt64) -> Double { Double(value) / Double(max(applied, 1)) }
+
+    @Test("20 masters at max_peers 3, 200 events/s: once formed, at most 0.1 duplicate payloads per applied event, under one relay, no graft")
+    func stableTree() throws {
+        let report = try MeshSimulation(seed: 1, options: .broadcast(repairs: false)).run()
+        let total = report.cluster
+        let mark = report.atMark
+        let applied = total.applied - mark.applied
+        #expect(applied > 15_000, "too few events applied after the mark: \(applied)")
+        let duplicates = Self.perApplied(total.duplicates - mark.duplicates, applied)
+        let relays = Self.perApplied(total.relayed - mark.relayed, applied)
+        let bytes = Self.perApplied(total.announcementBytes - mark.announcementBytes, applied)
+        #expect(duplicates <= 0.1, "\(duplicates) duplicate payloads per applied event")
+        // Every master gets each event once: N − 1 deliveries, of which only the origin's own links are direct.
+        #expect(relays < 1.0, "\(relays) relays per applied event")
+        #expect(total.grafts == mark.grafts, "the stable tree needed \(total.grafts - mark.grafts) grafts")
+        #expect(report.visibilityP99 < 50)
+        print("broadcast tree (20 masters, max_peers 3, 200 events/s, stable): \(duplicates) duplicates, \(relays) relays and \(bytes) announcement bytes per applied event; visibility p99 \(report.visibilityP99) ms")
+    }
+
+    @Test("the same under repair: a master joins during the burst and two links are cut; nothing is lost or waits for a periodic sync")
+    func repairedTree() throws {
+        let report = try MeshSimulation(seed: 1, options: .broadcast(repairs: true)).run()
+        #expect(report.linkCuts == 2)
+        let sorted = report.visibilityMilliseconds.sorted()
+        #expect(sorted.count > 30_000, "too few deliveries: \(sorted.count)")
+        // Convergence (nothing lost) is checked by the run itself; here, that repair did not wait for sync (3 s).
+        #expect((sorted.last ?? .infinity) < 1_000, "an event took \(sorted.last ?? 0) ms")
+        #expect(report.visibilityP99 < 50)
+        print("broadcast tree under repair: visibility p99 \(report.visibilityP99) ms, max \(sorted.last ?? 0) ms; \(report.cluster.grafts) grafts, \(report.cluster.prunes) prunes")
     }
 }

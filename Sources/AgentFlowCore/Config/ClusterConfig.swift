@@ -13,6 +13,9 @@ public struct ClusterSettings: Sendable {
     public var syncInterval: ConfigDuration
     public var hopLimit: Int
     public var recentLogLines: Int
+    /// Lazy push of the broadcast tree: announcements, and how long an announced event may take.
+    public var announceInterval: ConfigDuration
+    public var graftTimeout: ConfigDuration
     /// `monitor:` — the local status sampler.
     public var monitorInterval: ConfigDuration
     public var diskPaths: [String]
@@ -55,6 +58,8 @@ public struct ClusterSettings: Sendable {
         let syncInterval: ConfigDuration = try state.value("sync_interval", default: .seconds(5), in: .milliseconds(100) ... .seconds(3_600))
         let hopLimit: Int = try state.value("hop_limit", default: 16, in: 1...255)
         let recent: Int = try state.value("recent_log_lines", default: 50, in: 0...10_000)
+        let announce: ConfigDuration = try state.value("announce_interval", default: .milliseconds(100), in: .milliseconds(10) ... .seconds(10))
+        let graft: ConfigDuration = try state.value("graft_timeout", default: .milliseconds(250), in: .milliseconds(10) ... .seconds(60))
         try state.finish()
 
         let monitor = try root.section("monitor")
@@ -118,6 +123,7 @@ public struct ClusterSettings: Sendable {
 
         return ClusterSettings(
             retainedEvents: retained, syncInterval: syncInterval, hopLimit: hopLimit, recentLogLines: recent,
+            announceInterval: announce, graftTimeout: graft,
             monitorInterval: interval, diskPaths: disks, tasks: tasks, alerts: alerts, allowedActions: allow, commandTimeout: timeout)
     }
 }

@@ -133,16 +133,16 @@ public struct MasterConfig: Sendable {
         let mesh = MeshSettings(
             maxPeers: try meshSection.value("max_peers", default: 0, in: 0...1_000),
             dialTimeout: try meshSection.value("dial_timeout", default: .seconds(5), in: .milliseconds(100) ... .seconds(120)),
-            pingInterval: try meshSection.value("ping_interval", default: .seconds(5), in: .milliseconds(100) ... .seconds(300)),
-            peerTimeout: try meshSection.value("peer_timeout", default: .seconds(20), in: .milliseconds(500) ... .seconds(3_600)),
+            pingInterval: try meshSection.value("ping_interval", default: .seconds(1), in: .milliseconds(100) ... .seconds(300)),
+            peerTimeout: try meshSection.value("peer_timeout", default: .seconds(4), in: .milliseconds(500) ... .seconds(3_600)),
             reconnectMaxDelay: try meshSection.value("reconnect_max_delay", default: .seconds(30), in: .milliseconds(200) ... .seconds(3_600)),
             peerExchangeInterval: try meshSection.value("peer_exchange_interval", default: .seconds(30), in: .milliseconds(100) ... .seconds(3_600)),
             peerBookMaxAge: try meshSection.value("peer_book_max_age", default: .seconds(72 * 3_600), in: .seconds(1) ... .seconds(365 * 24 * 3_600))
         )
-        if mesh.peerTimeout <= mesh.pingInterval {
+        if mesh.peerTimeout.duration < mesh.pingInterval.duration * 2 {
             throw ConfigError(
                 .invalidValue, path: meshSection.path.appending(key: "peer_timeout"), value: mesh.peerTimeout.configText,
-                expected: "must be longer than mesh.ping_interval (\(mesh.pingInterval.configText)), or every link would time out between pings",
+                expected: "at least twice mesh.ping_interval (\(mesh.pingInterval.configText)): a link silent for half of peer_timeout is suspected, so a healthy one must be heard from before that",
                 source: meshSection.source)
         }
         try meshSection.finish()

@@ -81,20 +81,27 @@ public struct MeshTopologyView: Sendable {
     /// The peers of `links`, sorted: every walk over the links goes in this order, so a run replays.
     public private(set) var linkedPeers: [NodeID] = []
     /// Each node's own report of its live links (the newest heard).
-    public internal(set) var reported: [NodeID: Set<NodeID>] = [:]
+    public internal(set) var reported: [NodeID: Set<NodeID>] = [:] { didSet { version &+= 1 } }
     /// Nodes with a path from this one, and the first hop of a shortest path to each.
     public internal(set) var firstHops: [NodeID: NodeID] = [:]
+    /// Moves whenever the graph changes (a link of this node, or any report):
+    /// what a protocol derives from the graph stays valid while it stands still.
+    public private(set) var version: UInt64 = 0
 
     init(localID: NodeID) { self.localID = localID }
 
     mutating func setLink(_ link: LinkID, to peer: NodeID) {
         if links.updateValue(link, forKey: peer) == nil {
             linkedPeers.insert(peer, at: linkedPeers.firstIndex { $0 > peer } ?? linkedPeers.count)
+            version &+= 1
         }
     }
 
     mutating func removeLink(to peer: NodeID) {
-        if links.removeValue(forKey: peer) != nil { linkedPeers.removeAll { $0 == peer } }
+        if links.removeValue(forKey: peer) != nil {
+            linkedPeers.removeAll { $0 == peer }
+            version &+= 1
+        }
     }
 
     /// True when `a` and `b` are linked as far as this node can tell.
@@ -115,6 +122,31 @@ public struct MeshTopologyView: Sendable {
 
     /// The neighbour that starts a shortest path to `node`; nil when there is none.
     public func nextHop(to node: NodeID) -> NodeID? { firstHops[node] }
+
+    /// This node's place on the broadcast tree of `origin`: the shortest-path
+    /// tree from the origin over agreed links, breadth first, where each node's
+    /// parent is the smallest id of the level above that it is linked to. Every
+    /// node that holds the same graph computes the same tree, so a broadcast
+    /// along it reaches each node once. Nil when no path from the origin
+    /// reaches this node, or for this node's own tree (it sends to every link).
+    public func broadcastTree(from origin: NodeID) -> (parent: NodeID, children: [NodeID])? {
+        guard origin != localID, reported[origin] != nil || links[origin] != nil else { return nil }
+        var parent: [NodeID: NodeID] = [origin: origin]
+        var level = [origin]
+        // Level by level, each in id order: a node's parent is the first (smallest) node above that reaches it.
+        while !level.isEmpty {
+            var next: [NodeID] = []
+            for node in level {
+                for neighbour in neighbours(of: node).sorted() where parent[neighbour] == nil {
+                    parent[neighbour] = node
+                    next.append(neighbour)
+                }
+            }
+            level = next.sorted()
+        }
+        guard let mine = parent[localID] else { return nil }
+        return (mine, linkedPeers.filter { parent[$0] == localID })
+    }
 
     /// Recomputes `firstHops` (breadth first, ties to the smaller id).
     mutating func recomputePaths() {

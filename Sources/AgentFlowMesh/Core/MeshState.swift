@@ -22,7 +22,14 @@ import Logging
 /// - a link this node stops using (closing, lost, answered with Goodbye)
 ///   leaves the topology at once: this node's new link state goes to every
 ///   other link before anything else, and the protocols hear `linkDown`;
-/// - one liveness rule: a link with nothing received for `peer_timeout` is dead.
+/// - liveness: anything received proves a link alive. A link silent for half
+///   of `peer_timeout` is suspected: this node asks up to three neighbours
+///   linked to that peer when they last heard from it (an indirect probe) and
+///   pings it. At `peer_timeout` the link is cut, unless a neighbour heard the
+///   peer within the suspicion window; then the peer is alive and only this
+///   link is silent, and it gets three times as long. Like Lifeguard, a node
+///   that finds itself starved (its timer ran late) stretches its timeouts for
+///   a while, and does not count its own stall as the peers' silence.
 public struct MeshState: Sendable {
     struct Peer: Sendable {
         var id: NodeID
@@ -50,6 +57,11 @@ public struct MeshState: Sendable {
         var goodbyeReceived: String?
         var roundTrip: Duration?
         var received: UInt64 = 0
+        /// Suspicion: when the last probe round went out, and how many neighbours it asked.
+        var probedAt: MeshInstant?
+        var probesAsked = 0
+        /// The latest time a neighbour says it heard from this link's peer (from probe replies).
+        var vouchedAt: MeshInstant?
     }
 
     struct Unidentified: Sendable {
@@ -84,6 +96,14 @@ public struct MeshState: Sendable {
     public private(set) var discoveryUpdates = 0
     public private(set) var dialFailures = 0
     public private(set) var linksEstablished = 0
+    /// Lifeguard's local health multiplier, 0 (healthy) to 8: suspicion and
+    /// peer timeouts are stretched by (1 + it). It rises each time this node's
+    /// timer runs late (it was starved) and falls back one step per quiet `peer_timeout`.
+    public private(set) var localHealth = 0
+    var healthChangedAt = MeshInstant.zero
+    var stallBlind = false
+    /// Links cut because their peer went silent (for tests and the status).
+    public private(set) var silenceCuts = 0
     var shuttingDown = false
     var exchangeDue = false
     var lastExchange: MeshInstant?
@@ -155,6 +175,7 @@ public struct MeshState: Sendable {
             // The common case — an event, a sync, a ping — moves no mesh deadline earlier.
             lightStep = true
         case .tick:
+            noticeStall()
             upkeep()
             if let planAt, planAt <= now.instant { planDue = true }
         case .reachability(let value):
@@ -602,6 +623,7 @@ public struct MeshState: Sendable {
         guard links[id] != nil else { return }
         links[id]!.lastReceived = now.instant
         links[id]!.received += 1
+        if links[id]!.probedAt != nil { clearSuspicion(id) }
         let peer = links[id]!.info.peerID
         let live = links[id]!.closing == nil
         guard let body = envelope.body else { return }  // a kind this version does not know: skipped, as the contract says
@@ -613,6 +635,30 @@ public struct MeshState: Sendable {
             pending.append(.send(id, pong))
         case .pong(let pong):
             links[id]?.roundTrip = .microseconds(max(0, now.wallMicros - pong.pingSentUnixMicros))
+        case .probeRequest(let request):
+            // Answered from this node's own link: when did it last hear from the target?
+            var reply = Envelope()
+            reply.probeReply.target = request.target
+            reply.probeReply.nonce = request.nonce
+            if let target = NodeID(request.target), let link = topology.links[target].flatMap({ links[$0] }) {
+                reply.probeReply.linked = true
+                reply.probeReply.silenceMillis = UInt64(max(0, (now.instant - link.lastReceived).inMilliseconds))
+                reply.probeReply.incarnation = link.info.peerIncarnation
+            }
+            pending.append(.send(id, reply))
+        case .probeReply(let reply):
+            guard reply.linked, let target = NodeID(reply.target), let suspect = topology.links[target], let link = links[suspect], link.probedAt != nil else { return }
+            if reply.incarnation > link.info.peerIncarnation {
+                // The neighbour hears a newer run of the peer: this link goes to a run that died.
+                let reason = "nothing from \(target) for \((now.instant - link.lastReceived).inSeconds.fixed(1))s, and \(peer) hears a newer run of it: this link is to a run that ended"
+                pending.append(.log(.info, reason))
+                silenceCuts += 1
+                stopUsing(suspect, reason: reason, goodbye: false)
+                return
+            }
+            guard reply.incarnation == link.info.peerIncarnation || reply.incarnation == 0 else { return }
+            let heard = now.instant - .milliseconds(Int64(min(reply.silenceMillis, 86_400_000)))
+            if links[suspect]!.vouchedAt.map({ heard > $0 }) ?? true { links[suspect]!.vouchedAt = heard }
         case .peerExchange(let exchange):
             learn(exchange, from: peer, live: live)
         case .goodbye(let goodbye):
@@ -806,11 +852,7 @@ public struct MeshState: Sendable {
                 }
                 continue
             }
-            if instant - link.lastReceived > options.peerTimeout {
-                pending.append(.log(.info, "nothing from \(link.info.peerID) for \(options.peerTimeout) (mesh.peer_timeout)"))
-                stopUsing(id, reason: "nothing from \(link.info.peerID) for \(options.peerTimeout) (mesh.peer_timeout)", goodbye: false)
-                continue
-            }
+            if checkSilence(id, link) { continue }
             if let expiry = link.info.certificateExpiryUnix, now.wallMicros / 1_000_000 >= expiry {
                 let reason = "the certificate of \(link.info.peerID) expired at \(Timestamp.string(unixMicros: expiry * 1_000_000)); a new link needs a renewed one"
                 pending.append(.log(.warning, "cutting the link to \(link.info.peerID): \(reason)"))
@@ -841,6 +883,86 @@ public struct MeshState: Sendable {
             }
         }
         eachProtocol { $0.tick(context: &$1) }
+    }
+
+    // MARK: Failure detection
+
+    /// Half of `peer_timeout`, stretched by local health: silence this long makes a link suspect.
+    var suspectAfter: Duration { options.peerTimeout / 2 * (1 + localHealth) }
+    /// `peer_timeout`, stretched by local health: silence this long, unrefuted, ends a link.
+    var deadAfter: Duration { options.peerTimeout * (1 + localHealth) }
+
+    mutating func clearSuspicion(_ id: LinkID) {
+        links[id]!.probedAt = nil
+        links[id]!.probesAsked = 0
+        links[id]!.vouchedAt = nil
+    }
+
+    /// Suspects, probes or cuts a silent link; true when it was cut.
+    mutating func checkSilence(_ id: LinkID, _ link: Link) -> Bool {
+        let instant = now.instant
+        let silence = instant - link.lastReceived
+        let peer = link.info.peerID
+        if silence > deadAfter {
+            // A neighbour that heard the peer within the suspicion window refutes its death, not this link's.
+            let vouched = link.vouchedAt.map { instant - $0 < suspectAfter } ?? false
+            if !vouched || silence > deadAfter * 3 {
+                let reason = vouched
+                    ? "nothing from \(peer) for \(silence.inSeconds.fixed(1))s, though a neighbour hears it: this link is dead"
+                    : "nothing from \(peer) for \(silence.inSeconds.fixed(1))s (mesh.peer_timeout \(options.peerTimeout)\(localHealth > 0 ? ", stretched ×\(1 + localHealth) by local health" : ""))\(link.probesAsked > 0 ? ", and no neighbour heard from it since" : "")"
+                pending.append(.log(.info, reason))
+                silenceCuts += 1
+                stopUsing(id, reason: reason, goodbye: false)
+                return true
+            }
+        }
+        guard silence > suspectAfter, link.probedAt.map({ instant - $0 >= options.pingInterval }) ?? true else { return false }
+        let helpers = topology.linkedPeers.filter { $0 != peer && topology.isLinked($0, peer) }.prefix(3)
+        if link.probedAt == nil {
+            pending.append(.log(.debug, "suspecting \(peer): silent for \(silence.inSeconds.fixed(1))s; asking \(helpers.isEmpty ? "no neighbour (none is linked to it)" : helpers.map(\.rawValue).joined(separator: ", "))"))
+        }
+        for helper in helpers {
+            nextNonce &+= 1
+            var request = Envelope()
+            request.probeRequest.target = peer.rawValue
+            request.probeRequest.nonce = nextNonce
+            pending.append(.send(topology.links[helper]!, request))
+        }
+        pending.append(.send(id, ping(at: now)))
+        links[id]!.probedAt = instant
+        links[id]!.probesAsked = helpers.count
+        return false
+    }
+
+    /// Plants a bug for the simulator to find: stalls go unnoticed.
+    package mutating func plantStallBlindness() { stallBlind = true }
+
+    /// A tick that comes much later than its deadline means this node was not
+    /// running (starved of CPU, stopped, suspended): that time is not the
+    /// peers' silence, and for a while this node trusts its timers less.
+    mutating func noticeStall() {
+        let instant = now.instant
+        if !stallBlind, let due = nextDeadline {
+            let late = instant - due
+            if late > max(.milliseconds(200), options.pingInterval / 4) {
+                for id in links.keys where links[id]!.closing == nil {
+                    links[id]!.lastReceived = min(instant, links[id]!.lastReceived + late)
+                    links[id]!.probedAt = links[id]!.probedAt.map { min(instant, $0 + late) }
+                }
+                raiseLocalHealth("this node's timer ran \(late.inMilliseconds) ms late (starved of CPU, or stopped)")
+            }
+        }
+        if localHealth > 0, instant - healthChangedAt >= options.peerTimeout {
+            localHealth -= 1
+            healthChangedAt = instant
+        }
+    }
+
+    mutating func raiseLocalHealth(_ why: String) {
+        guard localHealth < 8 else { return }
+        localHealth += 1
+        healthChangedAt = now.instant
+        pending.append(.log(.info, "local health \(localHealth): \(why); timeouts stretched ×\(1 + localHealth)"))
     }
 
     mutating func persistBook() {
@@ -875,7 +997,8 @@ public struct MeshState: Sendable {
                 consider(closing.at + options.closeGrace + .milliseconds(1))
             } else {
                 consider(link.nextPing)
-                consider(link.lastReceived + options.peerTimeout + .milliseconds(1))
+                consider(link.lastReceived + deadAfter + .milliseconds(1))
+                consider(link.probedAt.map { $0 + options.pingInterval } ?? link.lastReceived + suspectAfter + .milliseconds(1))
                 // A link becomes prunable at this age (later changes re-plan on their own).
                 let prunable = link.connectedAt.instant + Self.pruneDelay
                 if options.maxPeers > 0 && prunable > now.instant { consider(prunable, plan: true) }
@@ -891,6 +1014,7 @@ public struct MeshState: Sendable {
         }
         consider((lastExchange ?? now.instant) + options.peerExchangeInterval)
         consider((lastBookSave ?? now.instant) + .seconds(1))
+        if localHealth > 0 { consider(healthChangedAt + options.peerTimeout) }
         for value in protocols { consider(value.nextDeadline) }
         nextDeadline = deadline.map { max($0, now.instant + .milliseconds(1)) }
     }

@@ -180,8 +180,6 @@ struct DemoCommand: AsyncParsableCommand {
                   url: http://127.0.0.1:\(basePort)
                   poll_interval: 1s
                 mesh:
-                  ping_interval: 2s
-                  peer_timeout: 8s
                   reconnect_max_delay: 5s
                 api:
                   listen: 127.0.0.1:\(basePort + 20 + index)

@@ -483,6 +483,19 @@ public final class MeshNode: Sendable {
 
     // MARK: For the layers above
 
+    /// Cuts the live link to `peer` abruptly, as a network fault would (both
+    /// ends see it end; what was in flight is lost): for chaos drills, tests and
+    /// benchmarks. False when there is no such link.
+    @discardableResult
+    public func cut(linkTo peer: NodeID) -> Bool {
+        let handle = core.withLock { core in core.state.topology.links[peer].flatMap { core.handles[$0] } }
+        handle?.abort()
+        return handle != nil
+    }
+
+    /// Links this node cut because their peer went silent, and its local health (Lifeguard's multiplier).
+    public var failureDetection: (silenceCuts: Int, localHealth: Int) { read { ($0.silenceCuts, $0.localHealth) } }
+
     /// Live links' handles, by peer id.
     public func links() -> [PeerLink] {
         core.withLock { core in

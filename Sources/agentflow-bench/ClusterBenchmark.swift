@@ -31,8 +31,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(help: "Command round trips per scenario.")
     var commands: Int = 1_000
 
-    @Option(help: "Scenarios, comma separated: direct (2 masters), fanout (11, full mesh), relay (20, max_peers 3), reconfigure (10, max_peers 2, while a master joins and one crashes and restarts).")
-    var scenarios: String = "direct,fanout,relay,reconfigure"
+    @Option(help: "Scenarios, comma separated: direct (2 masters), fanout (11, full mesh), relay (20, max_peers 3), repair (20, max_peers 3, a link on the tree cut midway), reconfigure (10, max_peers 2, while a master joins and one crashes and restarts).")
+    var scenarios: String = "direct,fanout,relay,repair,reconfigure"
 
     @Option(help: "Hold a 0 µs PM QoS request while measuring (see `link --help`).")
     var holdCPUAwake = true
@@ -50,27 +50,38 @@ struct ClusterBenchmark: AsyncParsableCommand {
                 let (count, maxPeers): (Int, Int) = switch scenario {
                 case "direct": (2, 0)
                 case "fanout": (11, 0)
-                case "relay": (20, 3)
+                case "relay", "repair": (20, 3)
                 case "reconfigure": (10, 2)
-                default: throw ValidationError("unknown scenario \(scenario): direct, fanout, relay or reconfigure")
+                default: throw ValidationError("unknown scenario \(scenario): direct, fanout, relay, repair or reconfigure")
                 }
                 let cluster = try await BenchCluster(count: count, transport: transport, maxPeers: maxPeers, pki: pki)
                 try await cluster.waitForTopology()
-                let result = scenario == "reconfigure"
-                    ? try await cluster.measureReconfiguring(rate: rate, seconds: max(seconds, 10))
-                    : try await cluster.measure(rate: rate, seconds: seconds)
+                let result = switch scenario {
+                case "reconfigure": try await cluster.measureReconfiguring(rate: rate, seconds: max(seconds, 10))
+                case "repair": try await cluster.measureRepair(rate: rate, seconds: seconds)
+                default: try await cluster.measure(rate: rate, seconds: seconds)
+                }
                 let farthest = cluster.farthestFromFirst()
                 let rtt = try await cluster.commandRoundTrips(to: farthest, count: commands)
                 var totals = ClusterNode.Counters()
+                var silenceCuts = 0
                 for member in cluster.members {
                     let c = member.cluster.counters
+                    totals.applied += c.applied
                     totals.relayed += c.relayed
                     totals.skippedFullQueue += c.skippedFullQueue
                     totals.duplicates += c.duplicates
                     totals.gaps += c.gaps
                     totals.syncEventsSent += c.syncEventsSent
+                    totals.announcementBytes += c.announcementBytes
+                    totals.grafts += c.grafts
+                    totals.prunes += c.prunes
+                    silenceCuts += member.mesh.failureDetection.silenceCuts
                 }
-                FileHandle.standardError.write(Data("  \(transport)/\(scenario): relayed \(totals.relayed), duplicates \(totals.duplicates), gaps \(totals.gaps), skipped (full queue) \(totals.skippedFullQueue), sync events \(totals.syncEventsSent)\n".utf8))
+                let applied = Double(max(totals.applied, 1))
+                FileHandle.standardError.write(Data(String(format: "  %@/%@: %llu applied; per applied event %.3f relays, %.3f duplicate payloads, %.1f announcement bytes; %llu gaps, %llu grafts, %llu prunes, %llu skipped (full queue), %llu sync events; %d links cut for silence (false suspicions), %d events never arrived%@\n",
+                                                        transport, scenario, totals.applied, Double(totals.relayed) / applied, Double(totals.duplicates) / applied, Double(totals.announcementBytes) / applied,
+                                                        totals.gaps, totals.grafts, totals.prunes, totals.skippedFullQueue, totals.syncEventsSent, silenceCuts, result.missing, result.note.map { "; \($0)" } ?? "").utf8))
                 for row in result.rows {
                     print(String(format: "| %@ | %@ | %d | %@ | %d | %.0f µs | %.0f µs | %.0f µs | %.0f%% | %@ |",
                                  transport, scenario, row.receivers, row.hops, row.count, row.p50, row.p99, row.max, result.cpuPercent,
@@ -132,7 +143,7 @@ final class BenchCluster: Sendable {
             let cluster = ClusterNode(localID: id, incarnation: UInt64(unixMicros()), options: ClusterOptions(syncInterval: .seconds(5)),
                                       commands: .init(allowed: ["ping"], known: ["ping"]), logger: logger) { protocols, effects in
                 MeshNode(identity: identity, transport: link, discovery: InMemoryDiscovery(directory: directory),
-                         options: MeshOptions(maxPeers: maxPeers, pingInterval: .seconds(1), peerTimeout: .seconds(10)),
+                         options: MeshOptions(maxPeers: maxPeers),  // the defaults: failure detection as shipped
                          protocols: protocols, effects: effects, logger: logger)
             }
             let mesh = cluster.mesh
@@ -147,16 +158,19 @@ final class BenchCluster: Sendable {
         }
     }
 
-    /// Waits until every member holds the links the topology wants (and a little more for PeerExchange to settle).
+    /// Waits until every member holds exactly the links the topology wants (surplus
+    /// links pruned, so the tree is stable), and a little more for link state to settle.
     func waitForTopology() async throws {
         let all = Set(ids)
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             var done = true
             for (index, member) in members.enumerated() {
+                // A link is kept while either end prefers it; surplus links are pruned 5 s after they came up.
                 let want = MeshTopology.preferredPeers(of: ids[index], among: all, maxPeers: maxPeers)
+                    .union(ids.filter { MeshTopology.preferredPeers(of: $0, among: all, maxPeers: maxPeers).contains(ids[index]) })
                 let have = Set(member.mesh.links().map(\.peerID))
-                if !want.isSubset(of: have) { done = false }
+                if have != want { done = false }
             }
             if done {
                 try await Task.sleep(for: .seconds(2))
@@ -176,9 +190,17 @@ final class BenchCluster: Sendable {
         var max: Double
     }
 
+    struct Result {
+        var rows: [Row]
+        var cpuPercent: Double
+        /// (event, observer) pairs that never arrived.
+        var missing: Int
+        var note: String?
+    }
+
     /// Publishes `rate` events/s on the first member for `seconds`; latency per receiver hop count.
-    func measure(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
-        let (samples, cpu, _) = try await publish(rate: rate, seconds: seconds, observers: Array(members.dropFirst())) { _, _ in }
+    func measure(rate: Int, seconds: Double) async throws -> Result {
+        let (samples, cpu, listeners, published) = try await publish(rate: rate, seconds: seconds, observers: Array(members.dropFirst())) { _, _ in }
         let collected = samples.all
         var rows: [Row] = []
         let everything = collected.values.flatMap { $0 }
@@ -188,7 +210,31 @@ final class BenchCluster: Sendable {
                 rows.append(Self.row(collected[hops]!, receivers: collected[hops]!.count * (members.count - 1) / max(1, everything.count), hops: "\(hops)"))
             }
         }
-        return (rows, cpu)
+        return Result(rows: rows, cpuPercent: cpu, missing: published * listeners - everything.count)
+    }
+
+    /// As `measure` over 20 masters at max_peers 3, with a link on the origin's tree cut
+    /// midway (a reset, as a network fault): how long events published after the cut
+    /// take (the repair), and whether any never arrive.
+    func measureRepair(rate: Int, seconds: Double) async throws -> Result {
+        // n01's tree: its ring neighbours get events first-hand; cut a link one hop further out.
+        let victim = members[2]
+        let far = victim.mesh.links().map(\.peerID).filter { $0 != ids[0] && !members[0].mesh.links().map(\.peerID).contains($0) }.sorted().first
+        var cutAt: Int64?
+        let (samples, cpu, listeners, published) = try await publish(rate: rate, seconds: seconds, observers: Array(members.dropFirst())) { elapsed, _ in
+            if cutAt == nil, elapsed >= 0.4, let far {
+                cutAt = unixMicros()
+                victim.mesh.cut(linkTo: far)
+                FileHandle.standardError.write(Data("  repair: cut \(victim.cluster.localID)–\(far)\n".utf8))
+            }
+        }
+        let everything = samples.all.values.flatMap { $0 }
+        let start = cutAt ?? .max
+        let after = samples.timed.filter { sample in sample.published >= start && sample.published < start &+ 1_000_000 }.map(\.latency)
+        var rows = [Self.row(everything, receivers: listeners, hops: "all, with a cut")]
+        rows.append(Self.row(after, receivers: listeners, hops: "published ≤ 1 s after the cut"))
+        return Result(rows: rows, cpuPercent: cpu, missing: published * listeners - everything.count,
+                      note: "cut \(victim.cluster.localID)–\(far?.rawValue ?? "none"): slowest event after it \(String(format: "%.1f", (after.max() ?? 0) / 1_000)) ms")
     }
 
     /// The publishing run both measurements share: `observers` record each event's
@@ -196,7 +242,7 @@ final class BenchCluster: Sendable {
     /// run done and the time since its start. Returns the samples, the process CPU and
     /// how many observers there were.
     func publish(rate: Int, seconds: Double, observers: [Member],
-                 step: (Double, Duration) throws -> Void) async throws -> (LatencySamples, Double, Int) {
+                 step: (Double, Duration) throws -> Void) async throws -> (LatencySamples, Double, Int, Int) {
         let samples = LatencySamples()
         let origin = ids[0].rawValue
         var listeners: [Task<Void, Never>] = []
@@ -206,7 +252,7 @@ final class BenchCluster: Sendable {
                 for await update in updates {
                     guard case .event(let event) = update, case .taskLog(let line) = event, line.header.origin == origin, line.task == "bench" else { continue }
                     let latency = Double(unixMicros() - line.header.timestampUnixMicros)
-                    samples.add(latency, hops: 16 - line.header.hopLimit + 1)
+                    samples.add(latency, hops: 16 - line.header.hopLimit + 1, published: line.header.timestampUnixMicros)
                 }
             })
         }
@@ -230,17 +276,17 @@ final class BenchCluster: Sendable {
         try await Task.sleep(for: .seconds(1))  // let the last events land
         let cpu = (Self.cpuSeconds() - cpuStart) / ((wall + .seconds(1)).seconds) * 100
         for listener in listeners { listener.cancel() }
-        return (samples, cpu, listeners.count)
+        return (samples, cpu, listeners.count, total)
     }
 
     /// Publishes on the first member while the mesh changes under it: a new master
     /// joins (its links come up, and surplus links are pruned 5 s later), a master is
     /// cut off abruptly (its links reset) and comes back as a new run. Latency is
     /// measured at the members that stay up throughout.
-    func measureReconfiguring(rate: Int, seconds: Double) async throws -> (rows: [Row], cpuPercent: Double) {
+    func measureReconfiguring(rate: Int, seconds: Double) async throws -> Result {
         let victim = members[members.count / 2]
         var changes: [(at: Double, what: String)] = [(0.1, "join"), (0.45, "crash"), (0.6, "restart")]
-        let (samples, cpu, listeners) = try await publish(rate: rate, seconds: seconds, observers: members.dropFirst().filter { $0.cluster.localID != victim.cluster.localID }) { elapsed, since in
+        let (samples, cpu, listeners, _) = try await publish(rate: rate, seconds: seconds, observers: members.dropFirst().filter { $0.cluster.localID != victim.cluster.localID }) { elapsed, since in
             while let change = changes.first, elapsed >= change.at {
                 changes.removeFirst()
                 switch change.what {
@@ -252,7 +298,8 @@ final class BenchCluster: Sendable {
             }
         }
         let everything = samples.all.values.flatMap { $0 }
-        return ([Self.row(everything, receivers: listeners, hops: "all, reconfiguring")], cpu)
+        // Observers that were linked throughout may still miss nothing; the count is for the record.
+        return Result(rows: [Self.row(everything, receivers: listeners, hops: "all, reconfiguring")], cpuPercent: cpu, missing: 0)
     }
 
     static func row(_ values: [Double], receivers: Int, hops: String) -> Row {
@@ -309,6 +356,11 @@ struct PingOnly: CommandActions {
 /// Latencies by relay hops, gathered from many listener tasks.
 final class LatencySamples: Sendable {
     private let values = Mutex<[UInt32: [Double]]>([:])
-    func add(_ latency: Double, hops: UInt32) { values.withLock { $0[hops, default: []].append(latency) } }
+    private let stamped = Mutex<[(published: Int64, latency: Double)]>([])
+    func add(_ latency: Double, hops: UInt32, published: Int64) {
+        values.withLock { $0[hops, default: []].append(latency) }
+        stamped.withLock { $0.append((published, latency)) }
+    }
     var all: [UInt32: [Double]] { values.withLock { $0 } }
+    var timed: [(published: Int64, latency: Double)] { stamped.withLock { $0 } }
 }

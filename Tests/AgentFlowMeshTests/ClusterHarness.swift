@@ -27,6 +27,9 @@ final class ClusterHarness: @unchecked Sendable {
     private var ports: [String: (p2p: Int, api: Int)] = [:]
     /// Nodes that speak other transports than `transport`, in their order of preference.
     var nodeTransports: [String: [String]] = [:]
+    /// Leave the liveness timings (keepalive, ping, peer timeouts) at their shipped defaults
+    /// instead of the harness's fast ones: for tests of the defaults themselves.
+    var shippedTimings = false
     private var extraPorts: [String: [Int]] = [:]
     private let http = CurlHTTPClient()
 
@@ -191,13 +194,11 @@ final class ClusterHarness: @unchecked Sendable {
             transport:
               kind: [\(kinds.joined(separator: ", "))]
               listen: [\(listens.joined(separator: ", "))]
-              keepalive_interval: 500ms
-              dead_peer_timeout: 10s
+            \(shippedTimings ? "" : "  keepalive_interval: 500ms\n  dead_peer_timeout: 10s")
             \(discoveryBlock)
             mesh:
               max_peers: \(maxPeers)
-              ping_interval: 300ms
-              peer_timeout: 3s
+            \(shippedTimings ? "" : "  ping_interval: 300ms\n  peer_timeout: 3s")
               reconnect_max_delay: 1s
               peer_exchange_interval: 1s
             api:

@@ -173,6 +173,60 @@ struct MeshScenarioTests {
         try await cluster.waitForFullMesh(nodes)
     }
 
+    @Test("shipped timings: a frozen master (SIGSTOP) is marked down by every other within 5 s; a master starved by CPU hogs never is, nor does it accuse")
+    func failureDetectionDefaults() async throws {
+        let cluster = try ClusterHarness(transport: "tcp")
+        defer { cluster.stop() }
+        cluster.shippedTimings = true
+        let nodes = ["m1", "m2", "m3", "m4"]
+        try await cluster.startMesh(nodes, discovery: .staticPeers([]))
+        // m4 shares one CPU with four busy loops; the others keep the other CPU (when there is one).
+        let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let starved = cpus > 1 ? "1" : "0"
+        for node in ["m1", "m2", "m3"] { try taskset(cluster.process(node), cpu: "0") }
+        try taskset(cluster.process("m4"), cpu: starved)
+        var hogs: [Process] = []
+        // SIGKILL: a busy `sh` loop never reaches a point where it would act on SIGTERM.
+        defer { for hog in hogs { kill(hog.processIdentifier, SIGKILL); hog.waitUntilExit() } }
+        for _ in 0..<4 {
+            let hog = Process()
+            hog.executableURL = URL(filePath: "/usr/bin/taskset")
+            hog.arguments = ["-c", starved, "/bin/sh", "-c", "while :; do :; done"]
+            // Not the test's own pipes: `swift test` waits for every holder of its output to close it.
+            hog.standardOutput = FileHandle.nullDevice
+            hog.standardError = FileHandle.nullDevice
+            try hog.run()
+            hogs.append(hog)
+        }
+        let since = try await Dictionary(uniqueKeysWithValues: nodes.asyncMap { node in
+            (node, try await cluster.status(node).peers.filter { $0.state == .connected }.map { "\($0.nodeID)@\($0.connectedSince ?? "")" }.sorted())
+        })
+        try await Task.sleep(for: .seconds(1))
+        let pid = try #require(cluster.process("m2")).processIdentifier
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+        let frozenAt = ContinuousClock.now
+        var noticed: [String: Duration] = [:]
+        while noticed.count < 3 && ContinuousClock.now - frozenAt < .seconds(10) {
+            for node in ["m1", "m3", "m4"] where noticed[node] == nil {
+                if await !cluster.connectedPeers(node).contains("m2") { noticed[node] = ContinuousClock.now - frozenAt }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        print("shipped timings: the frozen m2 was marked down after \(noticed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
+        for node in ["m1", "m3", "m4"] {
+            let took = try #require(noticed[node], "\(node) never marked the frozen m2 down")
+            #expect(took < .seconds(5), "\(node) took \(took) to notice the frozen m2")
+        }
+        // Keep the hogs on for a while longer: the starved m4 keeps its links, and nobody drops it.
+        try await Task.sleep(for: .seconds(6))
+        for node in ["m1", "m3", "m4"] {
+            let now = try await cluster.status(node).peers.filter { $0.state == .connected && $0.nodeID != "m2" }.map { "\($0.nodeID)@\($0.connectedSince ?? "")" }.sorted()
+            let before = since[node]!.filter { !$0.hasPrefix("m2@") }
+            #expect(now == before, "\(node)'s links to the live masters changed while m4 was starved: \(before) → \(now)")
+        }
+    }
+
     @Test("SIGTERM: a master says goodbye to its peers, leaves the signal server at once, and exits 0")
     func gracefulStop() async throws {
         let cluster = try ClusterHarness(transport: "grpc")
@@ -226,4 +280,24 @@ func rawConnect(port: Int) throws -> Int32 {
     let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     guard result == 0 else { close(fd); throw HarnessError("connect to \(port) failed") }
     return fd
+}
+
+/// Pins a running process to `cpu` (a `taskset` CPU list).
+func taskset(_ process: Process?, cpu: String) throws {
+    guard let process else { throw HarnessError("no such process") }
+    let pin = Process()
+    pin.executableURL = URL(filePath: "/usr/bin/taskset")
+    pin.arguments = ["-a", "-p", "-c", cpu, "\(process.processIdentifier)"]
+    pin.standardOutput = FileHandle.nullDevice
+    try pin.run()
+    pin.waitUntilExit()
+    guard pin.terminationStatus == 0 else { throw HarnessError("taskset -c \(cpu) \(process.processIdentifier) failed") }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
+    }
 }

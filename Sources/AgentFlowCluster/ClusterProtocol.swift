@@ -43,6 +43,8 @@ public struct ClusterProtocol: MeshProtocol {
     public private(set) var counters = ClusterNode.Counters()
     var nextSequence: UInt64 = 1
     var lastSyncAsked: [NodeID: MeshInstant] = [:]
+    /// Gap-driven sync requests held back by the per-link limit, and when each may go.
+    var deferredSyncs: [NodeID: MeshInstant] = [:]
     var nextSync: MeshInstant?
     /// Per origin, this node's place on its tree, for the graph at `treesVersion`.
     var trees: [NodeID: Tree] = [:]
@@ -95,7 +97,7 @@ public struct ClusterProtocol: MeshProtocol {
     }
 
     public var nextDeadline: MeshInstant? {
-        [nextSync, nextAnnouncement, nextGraftCheck].compactMap { $0 }.min()
+        ([nextSync, nextAnnouncement, nextGraftCheck].compactMap { $0 } + deferredSyncs.values).min()
     }
 
     // MARK: Publishing
@@ -129,6 +131,7 @@ public struct ClusterProtocol: MeshProtocol {
 
     public mutating func linkDown(_ peer: NodeID, context: inout MeshContext) {
         lastSyncAsked.removeValue(forKey: peer)
+        deferredSyncs.removeValue(forKey: peer)
         awaited = awaited.filter { $0.value.announcer != peer }
         // A neighbour may have skipped this node because of that link: ask each what it holds.
         for other in context.topology.linkedPeers { sendSyncRequest(to: other, context: &context) }
@@ -138,6 +141,10 @@ public struct ClusterProtocol: MeshProtocol {
         let now = context.now.instant
         if let due = nextAnnouncement, now >= due { announce(context: &context) }
         if let due = nextGraftCheck, now >= due { graftOverdue(context: &context) }
+        for (peer, due) in deferredSyncs where now >= due {
+            deferredSyncs.removeValue(forKey: peer)
+            if context.topology.linkedPeers.contains(peer) { sendSyncRequest(to: peer, context: &context) }
+        }
         guard let due = nextSync, now >= due else { return }
         nextSync = now + options.syncInterval
         for peer in context.topology.linkedPeers { sendSyncRequest(to: peer, context: &context) }
@@ -214,11 +221,21 @@ public struct ClusterProtocol: MeshProtocol {
 
     // MARK: Sync
 
+    static let gapSyncSpacing: Duration = .milliseconds(50)
+
     /// Sends our cursors to `peer` (its answer fills our gaps). With
-    /// `onlyIfQuiet`, at most one request per link every 200 ms.
+    /// `onlyIfQuiet`, at most one request per link every `gapSyncSpacing`: a
+    /// run of gaps from one neighbour asks once, not once per event. A request
+    /// held back goes when the spacing ends, because the gap that asked for it
+    /// may be newer than the answer already on its way (a link that broke a
+    /// moment ago asks at once, and the events lost with it arrive later).
     mutating func sendSyncRequest(to peer: NodeID, onlyIfQuiet: Bool = false, context: inout MeshContext) {
         let now = context.now.instant
-        if onlyIfQuiet, let last = lastSyncAsked[peer], now - last < .milliseconds(200) { return }
+        if onlyIfQuiet, let last = lastSyncAsked[peer], now - last < Self.gapSyncSpacing {
+            if deferredSyncs[peer] == nil { deferredSyncs[peer] = last + Self.gapSyncSpacing }
+            return
+        }
+        deferredSyncs.removeValue(forKey: peer)
         lastSyncAsked[peer] = now
         var envelope = Envelope()
         envelope.syncRequest.cursors = store.cursors()

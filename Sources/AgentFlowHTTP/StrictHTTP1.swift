@@ -26,6 +26,11 @@ public enum StrictHTTP1 {
                 part = .head(head)
             }
             context.fireChannelRead(wrapInboundOut(part))
+            // An upgrade (the master's WebSocket) turns the bytes after this request into
+            // frames, which are no HTTP parts: step aside before they come.
+            if case .head(let head) = part, head.headers.contains(name: "upgrade") {
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            }
         }
     }
 

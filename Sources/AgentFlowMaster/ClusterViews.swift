@@ -47,17 +47,22 @@ struct ClusterStatusView: Encodable {
         localSequence = origins[localID]?.state.lastSequence ?? 0
         let peers = Dictionary(mesh.peers.map { ($0.nodeID, $0) }, uniquingKeysWith: { a, _ in a })
         remote = origins.filter { $0.key != localID }.sorted { $0.key < $1.key }.map { id, origin in
-            let direct = peers[id]?.state == .connected
-            // No path in the link graph: say so, whatever the last event came through.
-            let reachable = NodeID(id).map(topology.isReachable) ?? false
-            let path: String = direct ? "direct" : !reachable ? "unreachable"
-                : origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
-            return RemoteNodeView(
-                nodeID: id, incarnation: origin.state.incarnation, lastSequence: origin.state.lastSequence,
-                lastEventAt: origin.state.lastEventUnixMicros > 0 ? Self.time(origin.state.lastEventUnixMicros) : nil,
-                freshnessMilliseconds: origin.lastAppliedAtMicros > 0 ? max(0, (nowMicros - origin.lastAppliedAtMicros) / 1_000) : nil,
-                path: path, linked: direct, state: NodeStateView(origin.state))
+            Self.remoteView(id: id, origin: origin, peer: peers[id], topology: topology, nowMicros: nowMicros)
         }
+    }
+
+    /// One remote origin as `/api/cluster/status` and the dashboard feed show it.
+    static func remoteView(id: String, origin: ClusterStore.Origin, peer: PeerStatus?, topology: MeshTopologyView, nowMicros: Int64) -> RemoteNodeView {
+        let direct = peer?.state == .connected
+        // No path in the link graph: say so, whatever the last event came through.
+        let reachable = NodeID(id).map(topology.isReachable) ?? false
+        let path: String = direct ? "direct" : !reachable ? "unreachable"
+            : origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
+        return RemoteNodeView(
+            nodeID: id, incarnation: origin.state.incarnation, lastSequence: origin.state.lastSequence,
+            lastEventAt: origin.state.lastEventUnixMicros > 0 ? Self.time(origin.state.lastEventUnixMicros) : nil,
+            freshnessMilliseconds: origin.lastAppliedAtMicros > 0 ? max(0, (nowMicros - origin.lastAppliedAtMicros) / 1_000) : nil,
+            path: path, linked: direct, state: NodeStateView(origin.state))
     }
 
     static func time(_ micros: Int64) -> String { Timestamp.string(unixMicros: micros) }

@@ -31,6 +31,16 @@ struct MasterAPI: Sendable {
         router.get("/healthz") { _, _ in
             try JSONBody.response(["status": "ok"])
         }
+        // The dashboard: a static page (no data in it) that reads /api/ws and /api/commands with the token.
+        for path in ["/", "/index.html"] {
+            router.get(RouterPath(path)) { _, _ in DashboardBundle.response(DashboardBundle.indexHTML, type: "text/html; charset=utf-8") }
+        }
+        router.get("/app.js") { _, _ in DashboardBundle.response(DashboardBundle.appJS, type: "text/javascript; charset=utf-8") }
+        // Reached only when the WebSocket upgrade did not happen: say why.
+        router.get(RouterPath(DashboardSocket.path)) { request, _ in
+            if let refusal = dashboard(keepalive: .seconds(1)).refusal(path: request.uri.description, authority: request.head.authority, headers: request.headers) { throw refusal }
+            return try JSONBody.error(.upgradeRequired, "upgrade_required", "\(DashboardSocket.path) is a WebSocket: connect with `Upgrade: websocket`")
+        }
         router.get("/api/cluster/status") { _, _ in
             let view = ClusterStatusView(mesh: mesh.status(), origins: cluster.origins(), topology: mesh.topology(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
             return try JSONBody.response(view)
@@ -121,6 +131,10 @@ struct MasterAPI: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
         return router
+    }
+
+    func dashboard(keepalive: Duration) -> DashboardSocket {
+        DashboardSocket(mesh: mesh, cluster: cluster, token: token.map { Array($0.utf8) }, keepalive: keepalive)
     }
 
     static let taskStates: [String: Agentflow_Mesh_V1_TaskState] = ["pending": .pending, "running": .running, "exited": .exited, "failed": .failed, "stopped": .stopped]
@@ -247,9 +261,12 @@ struct APIErrorMiddleware: RouterMiddleware {
 struct APITokenMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let token: [UInt8]?
+    /// Paths with no data behind them: the health check and the dashboard's static page.
+    static let open: Set<String> = ["/healthz", "/", "/index.html", "/app.js", DashboardSocket.path]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let token, request.uri.path != "/healthz" else { return try await next(request, context) }
+        // /api/ws checks its token itself (a browser cannot set the header on a WebSocket).
+        guard let token, !Self.open.contains(request.uri.path) else { return try await next(request, context) }
         let header = request.headers[.authorization] ?? ""
         let prefix = "Bearer "
         guard header.hasPrefix(prefix), ConstantTime.equals(Array(header.utf8.dropFirst(prefix.utf8.count)), token) else {

@@ -96,7 +96,7 @@ public final class MasterNode: Sendable {
         let bound = apiBound
         let app = Application(
             router: HEADAsGET(api.router()),
-            server: .strictHTTP1(),
+            server: .masterHTTP(dashboard: api.dashboard(keepalive: config.mesh.pingInterval.duration)),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "agentflow-master"),
             onServerRunning: { channel in
                 let address = HostPort(host: listen.host, port: channel.localAddress?.port ?? listen.port)

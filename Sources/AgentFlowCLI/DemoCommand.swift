@@ -67,6 +67,10 @@ struct DemoCommand: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(300))
         for id in ids { try start(id, ["master", "--config", "\(id)/master.yml"]) }
 
+        say("")
+        for (index, id) in ids.enumerated() {
+            say("Dashboard of \(id): http://127.0.0.1:\(basePort + 20 + index)/")
+        }
         say("""
 
             AgentFlow demo mesh in \(root.path()) (\(transport), mutual TLS)

@@ -204,6 +204,7 @@ struct ProcessTests {
         }
         #expect(text().components(separatedBy: "2/2 links").count == 4, "each master reports 2/2 links: \(text())")
         #expect(text().contains("http://127.0.0.1:\(base + 20)/api/cluster/status"))
+        #expect(text().contains("Dashboard of master-1: http://127.0.0.1:\(base + 20)/"))
         kill(process.processIdentifier, SIGINT)
         let stopBy = ContinuousClock.now + .seconds(15)
         while process.isRunning && ContinuousClock.now < stopBy { try await Task.sleep(for: .milliseconds(100)) }

@@ -54,31 +54,32 @@ public enum StrictHTTP1 {
 @available(*, unavailable)
 extension StrictHTTP1.HTTP10CloseHandler: Sendable {}
 
-/// Hummingbird's HTTP/1 child channel with `StrictHTTP1`'s HTTP/1.0 rule.
-public struct StrictHTTP1Channel: ServerChildChannel {
-    public typealias Value = HTTP1Channel.Value
-    let http1: HTTP1Channel
+/// A Hummingbird child channel (plain HTTP/1, or HTTP/1 with a WebSocket
+/// upgrade) with `StrictHTTP1`'s HTTP/1.0 rule added after its set-up.
+public struct StrictHTTP1Channel<Inner: ServerChildChannel>: ServerChildChannel {
+    public typealias Value = Inner.Value
+    let inner: Inner
 
-    public init(http1: HTTP1Channel) {
-        self.http1 = http1
+    public init(_ inner: Inner) {
+        self.inner = inner
     }
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger).map { value in
+        inner.setup(channel: channel, logger: logger).map { value in
             StrictHTTP1.addHTTP10Close(to: channel, logger: logger)
             return value
         }
     }
 
     public func handle(value: Value, logger: Logger) async {
-        await http1.handle(value: value, logger: logger)
+        await inner.handle(value: value, logger: logger)
     }
 }
 
 extension HTTPServerBuilder {
     /// `.http1(configuration:)` with `StrictHTTP1`'s HTTP/1.0 rule.
     public static func strictHTTP1(configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
-        .init { responder in StrictHTTP1Channel(http1: HTTP1Channel(responder: responder, configuration: configuration)) }
+        .init { responder in StrictHTTP1Channel(HTTP1Channel(responder: responder, configuration: configuration)) }
     }
 }
 

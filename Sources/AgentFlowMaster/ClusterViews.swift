@@ -54,15 +54,19 @@ struct ClusterStatusView: Encodable {
     /// One remote origin as `/api/cluster/status` and the dashboard feed show it.
     static func remoteView(id: String, origin: ClusterStore.Origin, peer: PeerStatus?, topology: MeshTopologyView, nowMicros: Int64) -> RemoteNodeView {
         let direct = peer?.state == .connected
-        // No path in the link graph: say so, whatever the last event came through.
-        let reachable = NodeID(id).map(topology.isReachable) ?? false
-        let path: String = direct ? "direct" : !reachable ? "unreachable"
-            : origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
         return RemoteNodeView(
             nodeID: id, incarnation: origin.state.incarnation, lastSequence: origin.state.lastSequence,
             lastEventAt: origin.state.lastEventUnixMicros > 0 ? Self.time(origin.state.lastEventUnixMicros) : nil,
             freshnessMilliseconds: origin.lastAppliedAtMicros > 0 ? max(0, (nowMicros - origin.lastAppliedAtMicros) / 1_000) : nil,
-            path: path, linked: direct, state: NodeStateView(origin.state))
+            path: path(id: id, origin: origin, peer: peer, topology: topology), linked: direct, state: NodeStateView(origin.state))
+    }
+
+    /// How this node reaches `id`: `direct`, `via <relay>`, `snapshot`, or `unreachable`.
+    static func path(id: String, origin: ClusterStore.Origin, peer: PeerStatus?, topology: MeshTopologyView) -> String {
+        if peer?.state == .connected { return "direct" }
+        // No path in the link graph: say so, whatever the last event came through.
+        guard NodeID(id).map(topology.isReachable) ?? false else { return "unreachable" }
+        return origin.via.map { $0 == id ? "direct (link now down)" : "via \($0)" } ?? "snapshot"
     }
 
     static func time(_ micros: Int64) -> String { Timestamp.string(unixMicros: micros) }

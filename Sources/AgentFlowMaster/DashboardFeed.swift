@@ -90,11 +90,12 @@ struct DashboardFeedState {
         var seen = Set<String>()
         for (id, origin) in reading.origins where id != reading.localID {
             seen.insert(id)
-            let view = ClusterStatusView.remoteView(id: id, origin: origin, peer: peersByID[id], topology: reading.topology, nowMicros: reading.nowMicros)
-            let mark = Self.mark(view)
+            // The mark first: the whole view (its logs, tasks, alerts) is built only for an origin that changed.
+            let path = ClusterStatusView.path(id: id, origin: origin, peer: peersByID[id], topology: reading.topology)
+            let mark = OriginMark(incarnation: origin.state.incarnation, lastSequence: origin.state.lastSequence, path: path)
             if sentOrigins[id] != mark {
                 sentOrigins[id] = mark
-                nodes.append(view)
+                nodes.append(ClusterStatusView.remoteView(id: id, origin: origin, peer: peersByID[id], topology: reading.topology, nowMicros: reading.nowMicros))
             }
         }
         let gone = sentOrigins.keys.filter { !seen.contains($0) }.sorted()

@@ -37,7 +37,7 @@ struct DashboardSocket: Sendable {
     static let maxInboundBytes = 4_096
 
     /// Why an upgrade is refused, or nil when it may go ahead.
-    func refusal(path: String, authority: String?, headers: HTTPFields) -> APIError? {
+    static func refusal(token: [UInt8]?, path: String, authority: String?, headers: HTTPFields) -> APIError? {
         if let token {
             let header = headers[.authorization] ?? ""
             let bearer = header.hasPrefix("Bearer ") ? Array(header.utf8.dropFirst(7)) : nil
@@ -58,7 +58,7 @@ struct DashboardSocket: Sendable {
 
     func shouldUpgrade(_ request: HTTPRequest) -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         let path = request.path ?? ""
-        guard path == Self.path || path.hasPrefix(Self.path + "?"), refusal(path: path, authority: request.authority, headers: request.headerFields) == nil else { return .dontUpgrade }
+        guard path == Self.path || path.hasPrefix(Self.path + "?"), Self.refusal(token: token, path: path, authority: request.authority, headers: request.headerFields) == nil else { return .dontUpgrade }
         return .upgrade([:]) { inbound, outbound, context in
             try await serve(inbound: inbound, outbound: outbound, logger: context.logger)
         }
@@ -171,29 +171,11 @@ final class Flag: Sendable {
     func take() -> Bool { value.withLock { value in defer { value = false }; return value } }
 }
 
-/// Hummingbird's HTTP/1 channel with the WebSocket upgrade for `/api/ws`, and
-/// `StrictHTTP1`'s HTTP/1.0 rule on the requests that stay HTTP.
-struct MasterHTTPChannel: ServerChildChannel {
-    typealias Value = HTTP1WebSocketUpgradeChannel.Value
-    let inner: HTTP1WebSocketUpgradeChannel
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger).map { value in
-            StrictHTTP1.addHTTP10Close(to: channel, logger: logger)
-            return value
-        }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
-    }
-}
-
 extension HTTPServerBuilder {
     /// `.strictHTTP1()` plus the dashboard's WebSocket feed.
     static func masterHTTP(dashboard: DashboardSocket) -> HTTPServerBuilder {
         .init { responder in
-            MasterHTTPChannel(inner: HTTP1WebSocketUpgradeChannel(
+            StrictHTTP1Channel(HTTP1WebSocketUpgradeChannel(
                 responder: responder,
                 // Only the small resync request comes in; deltas go out in fragments of this size.
                 configuration: .init(ws: .init(maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(5), validateUTF8: true)),

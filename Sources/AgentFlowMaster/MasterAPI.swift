@@ -38,7 +38,7 @@ struct MasterAPI: Sendable {
         router.get("/app.js") { _, _ in DashboardBundle.response(DashboardBundle.appJS, type: "text/javascript; charset=utf-8") }
         // Reached only when the WebSocket upgrade did not happen: say why.
         router.get(RouterPath(DashboardSocket.path)) { request, _ in
-            if let refusal = dashboard(keepalive: .seconds(1)).refusal(path: request.uri.description, authority: request.head.authority, headers: request.headers) { throw refusal }
+            if let refusal = DashboardSocket.refusal(token: token.map { Array($0.utf8) }, path: request.uri.description, authority: request.head.authority, headers: request.headers) { throw refusal }
             return try JSONBody.error(.upgradeRequired, "upgrade_required", "\(DashboardSocket.path) is a WebSocket: connect with `Upgrade: websocket`")
         }
         router.get("/api/cluster/status") { _, _ in

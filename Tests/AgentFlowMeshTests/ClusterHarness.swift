@@ -284,6 +284,18 @@ final class ClusterHarness: @unchecked Sendable {
         try await waitForFullMesh(nodes)
     }
 
+    /// Waits until every node in `nodes` holds exactly its preferred neighbours under `maxPeers` (a ring at 2).
+    func waitForPreferredPeers(_ nodes: [String], maxPeers: Int, timeout: Duration = .seconds(30)) async throws {
+        let members = Set(nodes.compactMap { NodeID($0) })
+        try await eventually("every node to hold exactly its preferred neighbours", timeout: timeout) {
+            for node in nodes {
+                let expected = Set(MeshTopology.preferredPeers(of: NodeID(node)!, among: members, maxPeers: maxPeers).map(\.rawValue))
+                if await self.connectedPeers(node) != expected { return false }
+            }
+            return true
+        }
+    }
+
     /// Waits until every node in `nodes` has a live link to every other.
     func waitForFullMesh(_ nodes: [String], timeout: Duration = .seconds(20)) async throws {
         try await eventually("a full mesh of \(nodes)", timeout: timeout) {

@@ -283,14 +283,7 @@ struct ClusterScenarioTests {
         for node in nodes {
             try cluster.startMaster(node, discovery: .staticPeers(node == "m1" ? [] : ["m1"]), maxPeers: 2, extra: tasks)
         }
-        let members = Set(nodes.compactMap { NodeID($0) })
-        try await eventually("the ring to form", timeout: .seconds(30)) {
-            for node in nodes {
-                let expected = Set(MeshTopology.preferredPeers(of: NodeID(node)!, among: members, maxPeers: 2).map(\.rawValue))
-                if await cluster.connectedPeers(node) != expected { return false }
-            }
-            return true
-        }
+        try await cluster.waitForPreferredPeers(nodes, maxPeers: 2)
         for node in nodes {
             try await cluster.post(node, "/api/publish/logs", ["task": "hello", "lines": ["hello from \(node)"]])
         }

@@ -132,6 +132,9 @@ public final class ClusterNode: Sendable {
     /// Every origin's state, the local node's included.
     public func origins() -> [String: ClusterStore.Origin] { mesh.read(ClusterProtocol.self) { $0.store.origins } ?? [:] }
 
+    /// The newest commands issued or run here (what the dashboard lists).
+    public func commandJournal() -> CommandJournal { mesh.read(CommandProtocol.self) { $0.journal } ?? CommandJournal() }
+
     public var counters: Counters {
         var counters = mesh.read(ClusterProtocol.self) { $0.counters } ?? Counters()
         counters.skippedFullQueue = mesh.droppedSends

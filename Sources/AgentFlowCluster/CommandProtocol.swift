@@ -35,6 +35,8 @@ public struct CommandProtocol: MeshProtocol {
     var waiting: [String: MeshInstant] = [:]
     /// How long the memories last.
     static let memory: Duration = .seconds(600)
+    /// The newest commands issued or run here, for the dashboard.
+    public private(set) var journal = CommandJournal()
 
     /// Effect: run `action` here and report with `finished`.
     public struct Run: Sendable {
@@ -91,29 +93,37 @@ public struct CommandProtocol: MeshProtocol {
         command.args = args
         command.idempotencyKey = idempotencyKey ?? ""
         command.deadlineUnixMicros = now.wallMicros + timeout.inMicroseconds
+        journal.add(command, role: .issued, stage: .sent, atMicros: now.wallMicros)
         if target == localID {
             waiting[commandID] = now.instant + timeout
             start(command, context: &context)
             return .local
         }
         let topology = context.topology
-        if topology.links.isEmpty { return .unreachable("\(localID) has no live link to any master") }
-        guard topology.isReachable(target) else {
-            return .unreachable("no path from \(localID) to \(target) in the link graph: no live master reports a link to it")
-        }
-        var envelope = Envelope()
-        envelope.command = command
-        seen[commandID] = now.instant
-        waiting[commandID] = now.instant + timeout
-        guard route(envelope, to: target, from: nil, context: &context) else {
+        let why: String
+        if topology.links.isEmpty {
+            why = "\(localID) has no live link to any master"
+        } else if !topology.isReachable(target) {
+            why = "no path from \(localID) to \(target) in the link graph: no live master reports a link to it"
+        } else {
+            var envelope = Envelope()
+            envelope.command = command
+            seen[commandID] = now.instant
+            waiting[commandID] = now.instant + timeout
+            if route(envelope, to: target, from: nil, context: &context) { return .sent }
             waiting.removeValue(forKey: commandID)
-            return .unreachable("no link to \(target) or to any peer that could relay")
+            why = "no link to \(target) or to any peer that could relay"
         }
-        return .sent
+        journal.ended(commandID, stage: .unreachable, message: why, atMicros: now.wallMicros)
+        return .unreachable(why)
     }
 
     /// The caller stopped waiting (timed out or answered).
-    public mutating func forget(_ commandID: String) { waiting.removeValue(forKey: commandID) }
+    public mutating func forget(_ commandID: String, context: inout MeshContext) {
+        if waiting.removeValue(forKey: commandID) != nil {
+            journal.ended(commandID, stage: .noAnswer, message: "no result before the caller's timeout", atMicros: context.now.wallMicros)
+        }
+    }
 
     // MARK: Receiving
 
@@ -124,7 +134,10 @@ public struct CommandProtocol: MeshProtocol {
         case .commandReceipt(let receipt):
             guard firstSighting("receipt/\(receipt.commandID)", context.now.instant) else { return }
             if receipt.target == localID.rawValue {
-                if waiting[receipt.commandID] != nil { context.effect(Receipt(commandID: receipt.commandID)) }
+                if waiting[receipt.commandID] != nil {
+                    journal.receipt(receipt.commandID, atMicros: context.now.wallMicros)
+                    context.effect(Receipt(commandID: receipt.commandID))
+                }
             } else if let destination = NodeID(receipt.target), receipt.hopLimit > 1 {
                 var forwarded = Envelope()
                 forwarded.commandReceipt = receipt
@@ -135,8 +148,9 @@ public struct CommandProtocol: MeshProtocol {
             guard firstSighting("result/\(result.commandID)", context.now.instant) else { return }
             if result.target == localID.rawValue {
                 guard waiting.removeValue(forKey: result.commandID) != nil else { return }
-                context.effect(Answer(commandID: result.commandID, result: CommandRouter.Result(
-                    status: result.status, exitCode: result.exitCode, output: result.outputText, message: result.message)))
+                let answer = CommandRouter.Result(status: result.status, exitCode: result.exitCode, output: result.outputText, message: result.message)
+                journal.answered(result.commandID, role: .issued, answer, atMicros: context.now.wallMicros)
+                context.effect(Answer(commandID: result.commandID, result: answer))
             } else if let destination = NodeID(result.target), result.hopLimit > 1 {
                 var forwarded = Envelope()
                 forwarded.commandResult = result
@@ -180,6 +194,7 @@ public struct CommandProtocol: MeshProtocol {
 
     /// Runs a command here: allow-list and idempotency are decided now; an allowed action is run by the application.
     mutating func start(_ command: Agentflow_Mesh_V1_Command, context: inout MeshContext) {
+        journal.add(command, role: .ran, stage: .running, atMicros: context.now.wallMicros)
         let keyID = command.idempotencyKey.isEmpty ? nil : "\(command.origin)/\(command.idempotencyKey)"
         if let keyID, let earlier = results[keyID]?.0 {
             finish(command, keyID: keyID, earlier, context: &context)
@@ -207,10 +222,14 @@ public struct CommandProtocol: MeshProtocol {
         results[command.commandID] = (result, now)
         if let keyID { results[keyID] = (result, now) }
         prune(now)
+        journal.answered(command.commandID, role: .ran, result, atMicros: context.now.wallMicros)
         let argsText = command.args.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.prefix(64))" }.joined(separator: " ")
         context.log(.notice, "audit: command \(command.commandID) from \(command.origin): \(command.action)\(argsText.isEmpty ? "" : " " + argsText) → \(CommandRouter.name(result.status))\(result.message.isEmpty ? "" : ": " + result.message)")
         if command.origin == localID.rawValue {
-            if waiting.removeValue(forKey: command.commandID) != nil { context.effect(Answer(commandID: command.commandID, result: result)) }
+            if waiting.removeValue(forKey: command.commandID) != nil {
+                journal.answered(command.commandID, role: .issued, result, atMicros: context.now.wallMicros)
+                context.effect(Answer(commandID: command.commandID, result: result))
+            }
             return
         }
         reply(to: command, result, context: &context)

@@ -62,7 +62,7 @@ public final class CommandRouter: Sendable {
         effects.state.withLock { $0.waiters[commandID] = ClusterEffects.Waiter() }
         defer {
             effects.state.withLock { _ = $0.waiters.removeValue(forKey: commandID) }
-            mesh.withProtocol(CommandProtocol.self) { protocolState, _ in protocolState.forget(commandID) }
+            mesh.withProtocol(CommandProtocol.self) { $0.forget(commandID, context: &$1) }
         }
         let issued = mesh.withProtocol(CommandProtocol.self) {
             $0.issue(commandID: commandID, target: target, action: action, args: args, idempotencyKey: idempotencyKey, timeout: timeout, context: &$1)

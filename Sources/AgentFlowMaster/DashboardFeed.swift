@@ -14,6 +14,7 @@ struct DashboardReading: Sendable {
     var mesh: MeshStatus
     var origins: [String: ClusterStore.Origin]
     var topology: MeshTopologyView
+    var commands: CommandJournal
     var localID: String
     var nowMicros: Int64
 }
@@ -40,9 +41,13 @@ struct DashboardMessage: Encodable {
     var nodes: [RemoteNodeView]?
     /// Delta: origins no longer in the cluster view.
     var gone: [String]?
+    /// Commands issued or run here: all kept ones in a snapshot, those whose
+    /// stage changed (receipt, result) in a delta. Each is whole; the page
+    /// replaces its entry by `command_id` and `role`.
+    var commands: [CommandJournal.Entry]?
 
     enum CodingKeys: String, CodingKey {
-        case type, seq, sentAtMicros = "sent_at_us", keepaliveMilliseconds = "keepalive_ms", status, edges, local, peers, nodes, gone
+        case type, seq, sentAtMicros = "sent_at_us", keepaliveMilliseconds = "keepalive_ms", status, edges, local, peers, nodes, gone, commands
     }
 }
 
@@ -67,6 +72,7 @@ struct DashboardFeedState {
     private var sentLocal: LocalMark?
     private var sentPeers: [PeerStatus] = []
     private var sentEdges: [[String]] = []
+    private var sentCommandVersion: UInt64 = 0
 
     init(keepalive: Duration) { self.keepalive = keepalive }
 
@@ -76,9 +82,10 @@ struct DashboardFeedState {
         sentLocal = LocalMark(status: reading.mesh.local, lastSequence: status.localSequence)
         sentPeers = reading.mesh.peers
         sentEdges = Self.edges(reading.topology)
+        sentCommandVersion = reading.commands.version
         seq += 1
         return DashboardMessage(type: .snapshot, seq: seq, sentAtMicros: reading.nowMicros, keepaliveMilliseconds: Int(keepalive.inMilliseconds),
-                                status: status, edges: sentEdges)
+                                status: status, edges: sentEdges, commands: reading.commands.entries)
     }
 
     /// The changes since the last message, or nil when nothing changed.
@@ -118,6 +125,11 @@ struct DashboardFeedState {
         if edges != sentEdges {
             sentEdges = edges
             message.edges = edges
+            changed = true
+        }
+        if reading.commands.version != sentCommandVersion {
+            message.commands = reading.commands.changed(since: sentCommandVersion)
+            sentCommandVersion = reading.commands.version
             changed = true
         }
         guard changed else { return nil }

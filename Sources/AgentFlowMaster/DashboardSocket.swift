@@ -65,7 +65,7 @@ struct DashboardSocket: Sendable {
     }
 
     func reading() -> DashboardReading {
-        DashboardReading(mesh: mesh.status(), origins: cluster.origins(), topology: mesh.topology(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
+        DashboardReading(mesh: mesh.status(), origins: cluster.origins(), topology: mesh.topology(), commands: cluster.commandJournal(), localID: cluster.localID.rawValue, nowMicros: unixMicros())
     }
 
     func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger: Logger) async throws {

@@ -150,3 +150,44 @@ struct TaskSupervisorTests {
         await supervisor.stopAll()
     }
 }
+
+@Suite("Command journal")
+struct CommandJournalTests {
+    func command(_ id: String, from origin: String = "a", to target: String = "b", action: String = "ping") -> Agentflow_Mesh_V1_Command {
+        var command = Agentflow_Mesh_V1_Command()
+        command.commandID = id
+        command.origin = origin
+        command.target = target
+        command.action = action
+        return command
+    }
+
+    @Test("stages advance once each, every change bumps the version, and a reader gets only what changed since its version")
+    func stages() {
+        var journal = CommandJournal(capacity: 3)
+        journal.add(command("c1"), role: .issued, stage: .sent, atMicros: 1_000)
+        journal.add(command("c2", from: "b", to: "a"), role: .ran, stage: .running, atMicros: 1_100)
+        let seen = journal.version
+        #expect(seen == 2 && journal.changed(since: seen).isEmpty)
+        journal.receipt("c1", atMicros: 1_500)
+        journal.receipt("c1", atMicros: 1_900)  // a second receipt changes nothing
+        journal.answered("c1", role: .issued, CommandRouter.Result(status: .ok, output: "pong from b"), atMicros: 2_000)
+        journal.ended("c1", stage: .noAnswer, atMicros: 9_000)  // the caller's later forget does not undo the answer
+        #expect(journal.version == 4)
+        let changed = journal.changed(since: seen)
+        #expect(changed.map(\.commandID) == ["c1"])
+        #expect(changed.first?.stage == .answered && changed.first?.status == "ok" && changed.first?.receiptAtMicros == 1_500 && changed.first?.finishedAtMicros == 2_000)
+        // The ran entry is found by its role, not by the issued one of the same id.
+        journal.answered("c2", role: .issued, CommandRouter.Result(status: .failed), atMicros: 3_000)
+        #expect(journal.entries.first { $0.commandID == "c2" }?.stage == .running)
+        journal.answered("c2", role: .ran, CommandRouter.Result(status: .refused, message: String(repeating: "x", count: 5_000)), atMicros: 3_000)
+        #expect(journal.entries.first { $0.commandID == "c2" }?.status == "refused")
+        #expect(journal.entries.first { $0.commandID == "c2" }?.message?.utf8.count == CommandJournal.outputLimit)
+        // Bounded: the oldest go.
+        for id in ["c3", "c4", "c5"] { journal.add(command(id), role: .issued, stage: .sent, atMicros: 4_000) }
+        #expect(journal.entries.map(\.commandID) == ["c3", "c4", "c5"])
+        journal.ended("c4", stage: .noAnswer, message: "no result", atMicros: 5_000)
+        #expect(journal.entries.first { $0.commandID == "c4" }?.stage == .noAnswer)
+        #expect(journal.changed(since: journal.version - 1).map(\.commandID) == ["c4"])
+    }
+}

@@ -88,7 +88,7 @@ struct DashboardBrowserTests {
             """)
     }
 
-    @Test("6 masters at max_peers 2: relayed paths are drawn; ping and task.restart reach a non-neighbour from the console with their path; refused and unknown targets say so")
+    @Test("6 masters at max_peers 2: relayed paths are drawn; ping and task.restart reach a non-neighbour from the console with their path; refused and unknown targets say so; the feed's command journal shows receipts and results, and a command another master sent")
     func partialMeshConsole() async throws {
         let cluster = try ClusterHarness(transport: "grpc")
         defer { cluster.stop() }
@@ -140,6 +140,20 @@ struct DashboardBrowserTests {
         #expect(unknown.contains("No master by that id is known here") && unknown.contains("[unknown_target]"), "\(unknown)")
         let badArgs = try await command(relayed, "task.restart", "no-equals-sign")
         #expect(badArgs.contains("key=value"), "\(badArgs)")
+
+        // The feed's command journal: what m1 issued, with receipt and result, and a command another master sent to m1.
+        try await browser.waitFor("the issued commands in the journal", timeout: .seconds(5), """
+            const rows = [...document.querySelectorAll('[data-testid=commands] [data-role=issued]')].map(r => r.dataset.status);
+            return rows.filter(s => s === 'ok').length === 2 && rows.includes('refused');
+            """)
+        let issued = try await browser.run("return document.querySelector('[data-testid=commands] [data-role=issued][data-status=ok]').textContent") as? String ?? ""
+        #expect(issued.contains("→ \(relayed)") && issued.contains("receipt after"), "\(issued)")
+        let far = try #require(nodes.last { $0 != relayed && $0 != "m1" })
+        let sent = try await cluster.post(far, "/api/commands", ["target": "m1", "action": "ping"])
+        #expect(sent.status == 200, "\(sent)")
+        try await browser.waitFor("a ping from \(far) in m1's journal", timeout: .seconds(5), """
+            return [...document.querySelectorAll('[data-testid=commands] [data-role=ran]')].some(r => r.dataset.status === 'ok' && r.textContent.includes('← \(far) ping'))
+            """)
         _ = try await browser.screenshot("console")
     }
 

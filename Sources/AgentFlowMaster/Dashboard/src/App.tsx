@@ -1,7 +1,7 @@
 import { FormEvent, useEffect, useMemo, useRef, useState } from "react";
 import { authHeaders, Connection, Feed } from "./feed";
 import {
-  alertsOf, commandErrors, edgeTransport, emptyModel, isUp, Model, nodeIDs, relayOf, Sample, stateOf,
+  alertsOf, CommandEntry, commandErrors, edgeTransport, emptyModel, isUp, Model, nodeIDs, relayOf, Sample, stateOf,
 } from "./model";
 
 export function App() {
@@ -55,6 +55,8 @@ export function App() {
         <section aria-labelledby="console-title">
           <h2 id="console-title">Command console</h2>
           <CommandConsole model={model} />
+          <h3>Commands here</h3>
+          <CommandActivity model={model} />
         </section>
         <section aria-labelledby="alerts-title">
           <h2 id="alerts-title">Alerts</h2>
@@ -285,5 +287,39 @@ function CommandConsole({ model }: { model: Model }) {
         </div>
       )}
     </form>
+  );
+}
+
+/** What the stage of a journal entry means for a person. */
+function describe(entry: CommandEntry): string {
+  const ms = (at?: number) => (at !== undefined ? `${((at - entry.started_at_us) / 1000).toFixed(1)} ms` : "");
+  switch (entry.stage) {
+    case "sent": return "sent, no receipt yet";
+    case "running": return "running";
+    case "receipt": return `receipt after ${ms(entry.receipt_at_us)}, no result yet`;
+    case "answered": return `${entry.status ?? "answered"}${entry.exit_code ? ` (exit ${entry.exit_code})` : ""} after ${ms(entry.finished_at_us)}`
+      + (entry.role === "issued" && entry.receipt_at_us ? `, receipt after ${ms(entry.receipt_at_us)}` : "");
+    case "no_answer": return `no answer after ${ms(entry.finished_at_us)}`;
+    case "unreachable": return "unreachable";
+  }
+}
+
+/** The commands this master issued (from any client) or ran (from any origin), live from the feed. */
+function CommandActivity({ model }: { model: Model }) {
+  if (!model.commands.length) return <p className="muted" data-testid="commands">No commands yet.</p>;
+  return (
+    <table data-testid="commands">
+      <thead><tr><th>when</th><th>command</th><th>stage</th></tr></thead>
+      <tbody>
+        {model.commands.map((c) => (
+          <tr key={`${c.role}/${c.command_id}`} data-command={c.command_id} data-role={c.role} data-stage={c.stage} data-status={c.status ?? ""}
+            className={c.stage === "answered" ? (c.status === "ok" ? "ok" : "error") : c.stage === "no_answer" || c.stage === "unreachable" ? "error" : ""}>
+            <td>{new Date(c.started_at_us / 1000).toISOString().slice(11, 23)}</td>
+            <td>{c.role === "issued" ? `→ ${c.target}` : `← ${c.origin}`} {c.action}</td>
+            <td title={[c.message, c.output].filter(Boolean).join("\n")}>{describe(c)}{c.message ? `: ${c.message}` : ""}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }

@@ -25,11 +25,18 @@ export interface RemoteNode {
   node_id: string; incarnation: number; last_sequence: number; last_event_at?: string; freshness_ms?: number;
   path: string; linked: boolean; state: NodeState;
 }
+/** A command issued from this master or run on it, as its journal holds it. */
+export interface CommandEntry {
+  command_id: string; role: "issued" | "ran"; origin: string; target: string; action: string;
+  stage: "sent" | "running" | "receipt" | "answered" | "no_answer" | "unreachable";
+  status?: string; exit_code?: number; message?: string; output?: string;
+  started_at_us: number; receipt_at_us?: number; finished_at_us?: number; version: number;
+}
 export interface ClusterStatus { local: LocalStatus; peers: PeerStatus[]; link_count: number; remote: RemoteNode[] }
 
 export type Message =
-  | { type: "snapshot"; seq: number; sent_at_us: number; keepalive_ms: number; status: ClusterStatus; edges: [string, string][] }
-  | { type: "delta"; seq: number; sent_at_us: number; edges?: [string, string][]; local?: LocalStatus; peers?: PeerStatus[]; nodes?: RemoteNode[]; gone?: string[] }
+  | { type: "snapshot"; seq: number; sent_at_us: number; keepalive_ms: number; status: ClusterStatus; edges: [string, string][]; commands?: CommandEntry[] }
+  | { type: "delta"; seq: number; sent_at_us: number; edges?: [string, string][]; local?: LocalStatus; peers?: PeerStatus[]; nodes?: RemoteNode[]; gone?: string[]; commands?: CommandEntry[] }
   | { type: "heartbeat"; seq: number; sent_at_us: number };
 
 /** One point of a sparkline: a node's status sample. */
@@ -44,10 +51,13 @@ export interface Model {
   edges: [string, string][];
   /** Per node, its last status samples, oldest first (at most `historyLength`). */
   history: Record<string, Sample[]>;
+  /** Commands issued or run here, newest first (at most `commandLength`). */
+  commands: CommandEntry[];
 }
 
 export const historyLength = 60;
-export const emptyModel: Model = { seq: 0, keepaliveMs: 1000, peers: [], remote: {}, edges: [], history: {} };
+export const commandLength = 50;
+export const emptyModel: Model = { seq: 0, keepaliveMs: 1000, peers: [], remote: {}, edges: [], history: {}, commands: [] };
 
 /** What applying a message did: the new model, or that a sequence number was skipped. */
 export type Applied = { model: Model; gap: false } | { model: Model; gap: true };
@@ -57,7 +67,7 @@ export function apply(model: Model, message: Message): Applied {
     const remote: Record<string, RemoteNode> = {};
     for (const node of message.status.remote) remote[node.node_id] = node;
     let next: Model = { seq: message.seq, keepaliveMs: message.keepalive_ms, local: message.status.local, peers: message.status.peers,
-      remote, edges: message.edges, history: model.history };
+      remote, edges: message.edges, history: model.history, commands: mergeCommands([], message.commands ?? []) };
     next = record(next, message.status.local.node_id, message.status.local.state);
     for (const node of message.status.remote) next = record(next, node.node_id, node.state);
     return { model: next, gap: false };
@@ -74,7 +84,16 @@ export function apply(model: Model, message: Message): Applied {
     for (const id of message.gone ?? []) delete remote[id];
     next.remote = remote;
   }
+  if (message.commands) next.commands = mergeCommands(next.commands, message.commands);
   return { model: next, gap: false };
+}
+
+/** Replaces each entry by command id and role, newest first. */
+function mergeCommands(past: CommandEntry[], changed: CommandEntry[]): CommandEntry[] {
+  const key = (entry: CommandEntry) => `${entry.role}/${entry.command_id}`;
+  const byKey = new Map(past.map((entry) => [key(entry), entry]));
+  for (const entry of changed) byKey.set(key(entry), entry);
+  return [...byKey.values()].sort((x, y) => y.started_at_us - x.started_at_us).slice(0, commandLength);
 }
 
 /** Appends a node's status sample to its history when it is a new one. */

@@ -35,6 +35,7 @@ let package = Package(
         .library(name: "AgentFlowSignal", targets: ["AgentFlowSignal"]),
         .library(name: "AgentFlowCLI", targets: ["AgentFlowCLI"]),
         .library(name: "AgentFlowTesting", targets: ["AgentFlowTesting"]),
+        .library(name: "AgentFlowBrowser", targets: ["AgentFlowBrowser"]),
         .library(name: "AgentFlowSimulation", targets: ["AgentFlowSimulation"]),
         .executable(name: "agentflow-sim", targets: ["agentflow-sim"]),
         .plugin(name: "GenerateProtos", targets: ["GenerateProtos"]),
@@ -292,6 +293,13 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
 
+        // MARK: Chromium over WebDriver, for dashboard tests and the dashboard benchmark
+        .target(
+            name: "AgentFlowBrowser",
+            dependencies: ["AgentFlowDiscovery"],
+            swiftSettings: sharedSwiftSettings
+        ),
+
         // MARK: The thin executable: the CLI with the standard modules
         .executableTarget(
             name: "agentflow",
@@ -325,7 +333,7 @@ let package = Package(
             dependencies: [
                 "AgentFlowCore", "AgentFlowDiscovery", "AgentFlowSTUN", "AgentFlowTLS",
                 "AgentFlowTransportKit", "AgentFlowTCP", "AgentFlowGRPC", "AgentFlowProto",
-                "AgentFlowMesh", "AgentFlowCluster", "AgentFlowInMemory",
+                "AgentFlowMesh", "AgentFlowCluster", "AgentFlowInMemory", "AgentFlowMaster", "AgentFlowCLI", "AgentFlowBrowser",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -395,7 +403,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentFlowMeshTests",
-            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery", "AgentFlowInMemory"],
+            dependencies: ["AgentFlowCore", "AgentFlowMesh", "AgentFlowTLS", "AgentFlowDiscovery", "AgentFlowInMemory", "AgentFlowBrowser"],
             swiftSettings: sharedSwiftSettings
         ),
         .testTarget(

@@ -13,7 +13,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agentflow-bench",
         abstract: "Benchmarks that print their numbers (docs/benchmarks.md).",
-        subcommands: [SignalBenchmark.self, LinkBenchmark.self, ClusterBenchmark.self, FootprintBenchmark.self]
+        subcommands: [SignalBenchmark.self, LinkBenchmark.self, ClusterBenchmark.self, FootprintBenchmark.self, DashboardBenchmark.self]
     )
 }
 

@@ -1,3 +1,4 @@
+import AgentFlowBrowser
 import AgentFlowCore
 import AgentFlowMesh
 import Foundation
@@ -7,6 +8,10 @@ import Testing
 /// Screenshots land in .build/dashboard-screenshots (CI keeps them).
 @Suite("Dashboard in Chromium (real processes)", .serialized, .enabled(if: Chromium.available, "needs Debian's chromium and chromium-driver"))
 struct DashboardBrowserTests {
+    /// Kept as CI artifacts; docs/images/dashboard.png is one of them.
+    static let screenshots = URL(filePath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appending(path: ".build/dashboard-screenshots")
+
     static func url(_ cluster: ClusterHarness, _ node: String, fragment: String = "") throws -> String {
         "http://127.0.0.1:\(try cluster.ports(of: node).api)/\(fragment)"
     }
@@ -14,13 +19,13 @@ struct DashboardBrowserTests {
     static let countNodes = "return document.querySelectorAll('[data-testid=topology] [data-node]').length"
     static let edgeLabels = "return [...document.querySelectorAll('[data-edge]')].map(e => e.dataset.edge + ' ' + e.querySelector('.edge-label').textContent).sort()"
 
-    @Test("3 masters: the graph, a log line and a task from m3 within 50 ms at p99, a killed master turning down, and a restart of the page's master resynced without a reload")
+    @Test("3 masters: the graph; a log line and a task from m3 (latency printed, the plan's 500 ms asserted); a killed master turning down, and a restart of the page's master resynced without a reload")
     func fullMesh() async throws {
         let cluster = try ClusterHarness(transport: "tcp")
         defer { cluster.stop() }
         let nodes = ["m1", "m2", "m3"]
         try await cluster.startMesh(nodes, discovery: .staticPeers([]))
-        let browser = try await Chromium()
+        let browser = try await Chromium(screenshots: Self.screenshots)
         defer { browser.kill() }
         try await browser.open(try Self.url(cluster, "m1"))
 
@@ -104,7 +109,7 @@ struct DashboardBrowserTests {
             try cluster.startMaster(node, discovery: .staticPeers(node == "m1" ? [] : ["m1"]), maxPeers: 2, extra: extra)
         }
         try await cluster.waitForPreferredPeers(nodes, maxPeers: 2)
-        let browser = try await Chromium()
+        let browser = try await Chromium(screenshots: Self.screenshots)
         defer { browser.kill() }
         try await browser.open(try Self.url(cluster, "m1"))
         try await browser.waitFor("6 nodes, 6 ring edges and relayed paths", timeout: .seconds(15), """
@@ -162,7 +167,7 @@ struct DashboardBrowserTests {
         let cluster = try ClusterHarness(transport: "tcp")
         defer { cluster.stop() }
         try cluster.startMaster("m1", discovery: .staticPeers([]), apiToken: "s3cret-token")
-        let browser = try await Chromium()
+        let browser = try await Chromium(screenshots: Self.screenshots)
         defer { browser.kill() }
         try await browser.open(try Self.url(cluster, "m1"))
         try await browser.waitFor("the token form", "return document.querySelector('[data-testid=connection]').textContent === 'unauthorized' && !!document.getElementById('token')")
